@@ -1,0 +1,1 @@
+"""Reading Xperience episodes (raw layout) and training windows (shards)."""
