@@ -1,0 +1,30 @@
+"""Stage 1: ~0.5B parameters, one 8-GPU node (FSDP over 8).
+
+Video 96 px, 4-frame x 16 px tubelets (6 views x 4 x 36 = 864 tokens) plus depth, audio,
+pose, mocap, IMU and caption: ~1.1K tokens per 16-frame window.
+
+    python launch/model_summary.py --config=configs/stage1.py
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg:
+    raise ValueError(f"configs/stage1.py has no variants, got {arg!r}")
+  c = common.base_config()
+  c.data.update(view_size=96, depth_size=64, frames=16, batch_size=256)
+  m = c.model
+  m.width = 1024
+  m.fusion.update(num_layers=32, num_heads=16, mlp_dim=4096)
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 4})
+  common.set_encoders(m, width=512, num_layers=2, num_heads=8, mlp_dim=2048)
+  m.modalities.video.update(tubelet=4, patch=16)
+  m.modalities.depth.update(tubelet=2, patch=16)
+  common.set_stacks(m, scan_layers=True, remat_policy="dots_with_no_batch_dims")
+  c.mesh = common.mesh_config(data=1, fsdp=8, tensor=1)
+  return c

@@ -1,0 +1,30 @@
+"""Stage 2: ~1.8B parameters, 32 GPUs (FSDP over 32).
+
+Video 128 px, 4-frame x 16 px tubelets (6 views x 4 x 64 = 1536 tokens): ~1.8K tokens per
+16-frame window.
+
+    python launch/model_summary.py --config=configs/stage2.py
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg:
+    raise ValueError(f"configs/stage2.py has no variants, got {arg!r}")
+  c = common.base_config()
+  c.data.update(view_size=128, depth_size=64, frames=16, batch_size=512)
+  m = c.model
+  m.width = 2048
+  m.fusion.update(num_layers=32, num_heads=16, mlp_dim=8192)
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 4})
+  common.set_encoders(m, width=768, num_layers=2, num_heads=12, mlp_dim=3072)
+  m.modalities.video.update(tubelet=4, patch=16)
+  m.modalities.depth.update(tubelet=2, patch=16)
+  common.set_stacks(m, scan_layers=True, remat_policy="dots_with_no_batch_dims")
+  c.mesh = common.mesh_config(data=1, fsdp=32, tensor=1)
+  return c

@@ -1,0 +1,31 @@
+"""Stage 3: ~4.7B parameters, 128 GPUs: data 2 x FSDP 32 x tensor 2 (tensor inside a node).
+
+Video 160 px, 4-frame x 16 px tubelets (6 views x 4 x 100 = 2400 tokens): ~2.7K tokens per
+16-frame window; full rematerialisation of the fusion layers.
+
+    python launch/model_summary.py --config=configs/stage3.py
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg:
+    raise ValueError(f"configs/stage3.py has no variants, got {arg!r}")
+  c = common.base_config()
+  c.data.update(view_size=160, depth_size=64, frames=16, batch_size=1024)
+  m = c.model
+  m.width = 3072
+  m.fusion.update(num_layers=40, num_heads=24, mlp_dim=12288)
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 4})
+  common.set_encoders(m, width=1024, num_layers=2, num_heads=16, mlp_dim=4096)
+  m.modalities.video.update(tubelet=4, patch=16)
+  m.modalities.depth.update(tubelet=2, patch=16)
+  common.set_stacks(m, scan_layers=True, remat_policy="dots_with_no_batch_dims")
+  m.fusion.remat_policy = "nothing_saveable"
+  c.mesh = common.mesh_config(data=2, fsdp=32, tensor=2)
+  return c

@@ -1,0 +1,30 @@
+"""IMU -> 1-D patch tokens over time.
+
+Each token covers `frames_per_token` context frames of accelerometer and gyroscope samples
+(IMU_PER_FRAME x frame_stride samples per frame, 6 channels, already normalised by the
+pipeline), flattened with a per-frame validity flag so a dropped frame never reads as a
+sensor at rest.
+
+Config (model.modalities.imu): frames_per_token. Tokens: T / frames_per_token.
+"""
+
+from __future__ import annotations
+
+import einops
+import flax.linen as nn
+
+from xefm_jax.modalities import base
+
+
+@base.register("imu")
+class IMUTokenizer(base.Tokenizer):
+  """(B, T, S, 6) + (B, T) validity -> one token per chunk of frames."""
+
+  fields = ("imu", "imu_valid")
+
+  @nn.compact
+  def __call__(self, batch: base.Batch) -> base.Patches:
+    imu = einops.rearrange(batch["imu"], "b t s c -> b t (s c)")  # (B, T, S*6)
+    chunks, mask, time = base.frame_chunks(imu, batch["imu_valid"],
+                                           self.config.frames_per_token, "imu")
+    return base.Patches(self.embed(chunks, "imu_embedding"), mask, time)  # (B, t, E)

@@ -1,0 +1,1 @@
+"""Layers with logical axes, the transformer stack, the fusion transformer and XEFM."""

@@ -1,0 +1,1 @@
+"""Device mesh, logical-axis sharding, sharded initialisation and per-device reports."""
