@@ -248,6 +248,56 @@ def decode_video(path: Union[str, os.PathLike], size: Optional[Size] = None, str
   return out
 
 
+class VideoReader:
+  """Sequential frames of one file, decoded once, handed out in consecutive runs.
+
+  The shredder walks a long episode block by block: `read(n)` returns the next n frames
+  (frame stride applied) without holding the whole stream in memory, and the decoder never
+  seeks or decodes a frame twice.
+  """
+
+  def __init__(self, path: Union[str, os.PathLike], size: Optional[Size] = None,
+               stride: int = 1, *, threads: int = 0):
+    self.path = os.fspath(path)
+    self.info = probe(self.path)
+    self.stride = stride
+    self._hw = _target_size(size, self.info.width, self.info.height)
+    self._interp = _interpolation(self._hw, self.info.width, self.info.height)
+    self._container = _open(self.path)
+    stream = _video_stream(self._container, self.path)
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    self._frames = enumerate(self._container.decode(stream))
+    self._reformatter = VideoReformatter()
+    self.position = 0  # output frames handed out so far
+
+  def read(self, n: int) -> np.ndarray:
+    """The next n output frames, (n, h, w, 3) uint8."""
+    out = np.empty((n,) + self._hw + (3,), np.uint8)
+    written = 0
+    try:
+      while written < n:
+        index, frame = next(self._frames)
+        if index % self.stride:
+          continue
+        out[written] = self._reformatter.reformat(
+            frame, width=self._hw[1], height=self._hw[0], format="rgb24",
+            interpolation=self._interp).to_ndarray()
+        written += 1
+    except StopIteration:
+      raise MediaError(f"{self.path}: the video stream ended early: frame "
+                       f"{(self.position + written) * self.stride} of {self.info.num_frames} "
+                       "in the header; the file is truncated or corrupt") from None
+    except av.FFmpegError as e:
+      raise MediaError(f"{self.path}: decoding failed ({e}); the file is truncated or "
+                       "corrupt") from e
+    self.position += n
+    return out
+
+  def close(self) -> None:
+    self._container.close()
+
+
 def decode_audio(path: Union[str, os.PathLike], rate: int = 16000,
                  num_samples: Optional[int] = None) -> np.ndarray:
   """The first audio stream as float32 mono at `rate` Hz, (S,).

@@ -1,0 +1,167 @@
+"""A Grain random-access source of windows read from a shard corpus.
+
+Window i is (episode, start): W context frames start + s * [0, W) on the shard clock (s is
+the window's frame stride), the next F frames as future targets, and when `next_window` the
+following W frames as the EMA encoder's input. Windows never cross episodes; consecutive
+starts are `window_stride` frames apart. Audio and IMU are read contiguously over the span
+of time the context covers (they are signals, not frames).
+
+TensorStore handles are opened lazily, once per process (a Grain worker process opens its
+own on first use; pickling drops them), and TensorStore reads are safe from many threads.
+All of a window's reads are issued before any is awaited, so they overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, Optional
+
+import numpy as np
+import tensorstore as ts
+
+from xefm_jax.data import shards
+from xefm_jax.data import spec as spec_lib
+from xefm_jax.data import streams as streams_lib
+
+# Stored arrays read at the frame stride over the low-dimensional span (context + future).
+LOW_DIM = ("pose", "hands", "body", "contacts", "labels", "objects", "caption")
+# Stored arrays of the heavy inputs, read at the frame stride over context (+ next).
+FRAMES = ("video", "depth", "depth_confidence")
+# Signals, read contiguously over the time the frames cover.
+SIGNALS = ("audio", "imu")
+# The per-frame flags are read contiguously over the whole span and strided here.
+
+
+class Corpus:
+  """A complete shard corpus: its manifest, label vocabularies and statistics."""
+
+  def __init__(self, root: str | os.PathLike):
+    self.root = pathlib.Path(root)
+    self.manifest = shards.load_manifest(self.root)
+    self.options = shards.ShredOptions(**self.manifest["options"])
+    self.labels = streams_lib.Labels.from_manifest(self.manifest["vocabularies"])
+    self.episodes: list[dict] = self.manifest["episodes"]
+    self.stats: dict[str, dict] = self.manifest["stats"]
+
+  def split_episodes(self, split: str) -> list[int]:
+    """Indices into `episodes` of one split."""
+    idx = [i for i, e in enumerate(self.episodes) if e["split"] == split]
+    if not idx:
+      raise shards.ShardError(f"{self.root}: no episodes in split '{split}' (splits: "
+                              f"{sorted({e['split'] for e in self.episodes})})")
+    return idx
+
+  def window_spec(self, data_cfg: Any) -> spec_lib.WindowSpec:
+    """The config's window with sizes from this corpus; refuses a corpus shredded otherwise."""
+    s = spec_lib.WindowSpec.from_config(data_cfg)
+    for field, shred in (("view_size", "video_size"), ("depth_size", "depth_size"),
+                         ("caption_len", "caption_len")):
+      if getattr(s, field) != getattr(self.options, shred):
+        raise shards.ShardError(
+            f"{self.root}: the corpus was shredded with {shred}={getattr(self.options, shred)},"
+            f" the config asks for data.{field}={getattr(s, field)}")
+    vocab = self.manifest["vocabularies"]
+    return s.__class__(**{**s.__dict__, "num_objects": len(vocab["object"]),
+                          "num_actions": len(vocab["action"]),
+                          "num_subtasks": len(vocab["subtask"]),
+                          "num_tasks": len(vocab["task"]), "vocab_size": len(vocab["word"]),
+                          "shard_stride": self.options.frame_stride})
+
+
+class WindowSource:
+  """Grain RandomAccessDataSource of raw windows (shard dtypes; the pipeline normalises)."""
+
+  def __init__(self, corpus: Corpus, split: str, spec: spec_lib.WindowSpec,
+               window_stride: int):
+    self.root = corpus.root
+    self.spec, self.options = spec, corpus.options
+    s, w = spec.frame_stride, spec.frames
+    self.span_low = s * (w + max(spec.future, w if spec.next_window else 0))
+    self.span_frames = s * (2 * w if spec.next_window else w)
+    self.span_signal = self.span_frames  # every frame's samples, not only the sampled ones
+    self.span = span = max(self.span_low, self.span_frames)
+    ep_ids, starts = [], []
+    for i in corpus.split_episodes(split):
+      length = corpus.episodes[i]["length"]
+      n = max(0, (length - span) // window_stride + 1)
+      ep_ids.append(np.full(n, i, np.int32))
+      starts.append(np.arange(n, dtype=np.int32) * window_stride)
+    self.episode_ids = np.concatenate(ep_ids)  # (num_windows,)
+    self.starts = np.concatenate(starts)  # (num_windows,)
+    self._episodes = [(e["shard"], e["offset"], e["depth_intrinsics"]) for e in corpus.episodes]
+    self._handles: dict[str, dict[str, ts.TensorStore]] = {}
+    self._pid: Optional[int] = None
+
+  def __len__(self) -> int:
+    return len(self.starts)
+
+  def __repr__(self) -> str:
+    return f"WindowSource({self.root}, windows={len(self)})"
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_handles"], state["_pid"] = {}, None  # reopened in the receiving process
+    return state
+
+  def _shard(self, name: str) -> dict[str, ts.TensorStore]:
+    if self._pid != os.getpid():
+      self._handles, self._pid = {}, os.getpid()
+    if name not in self._handles:
+      self._handles[name] = {a.name: shards.open_array(self.root / name, a.name)
+                             for a in shards.ARRAYS}
+    return self._handles[name]
+
+  def _issue(self, index: int) -> dict[str, Any]:
+    """Start every TensorStore read of window `index`; returns the futures."""
+    shard, offset, _ = self._episodes[int(self.episode_ids[index])]
+    arrays = self._shard(shard)
+    s = self.spec.frame_stride
+    a = offset + int(self.starts[index])
+    futures = {k: arrays[k][a:a + self.span_low:s].read() for k in LOW_DIM}
+    futures.update({k: arrays[k][a:a + self.span_frames:s].read() for k in FRAMES})
+    futures.update({k: arrays[k][a:a + self.span_signal].read() for k in SIGNALS})
+    futures["flags"] = arrays["flags"][a:a + self.span].read()
+    return futures
+
+  def _await(self, index: int, futures: dict[str, Any]) -> dict[str, np.ndarray]:
+    try:
+      return {k: f.result() for k, f in futures.items()}
+    except ValueError as e:  # a truncated or corrupt chunk file
+      shard, offset, _ = self._episodes[int(self.episode_ids[index])]
+      a = offset + int(self.starts[index])
+      raise shards.ShardError(f"{self.root / shard}: cannot read frames [{a}, {a + self.span})"
+                              f" ({e}); the shard is damaged: re-shred it") from None
+
+  def _getitems(self, indices) -> list[dict[str, Any]]:
+    """Windows `indices`, every read of all of them in flight before any is awaited.
+
+    A TensorStore read costs about 100 us of CPU in synchronisation whatever its size; issued
+    together, a batch's reads share it (Grain's SupportsBatchedReadRandomAccessDataSource).
+    """
+    indices = [int(i) for i in indices]
+    pending = [self._issue(i) for i in indices]
+    return [self._window(i, self._await(i, f)) for i, f in zip(indices, pending)]
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._getitems([index])[0]
+
+  def _window(self, index: int, stored: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Stored arrays -> the logical streams of the window (shards.STREAMS names, shard
+    dtypes): frame streams at the window's stride, signals and their flags contiguous."""
+    s = self.spec.frame_stride
+    flags = shards.unpack({"flags": stored.pop("flags")})
+    raw = shards.unpack(stored)
+    frames = len(raw["pose"]), len(raw["depth"])
+    for k, v in flags.items():
+      if k in ("audio_valid", "imu_valid"):
+        raw[k] = v[:self.span_signal]
+      elif k in ("video_valid", "depth_valid"):
+        raw[k] = v[::s][:frames[1]]
+      else:
+        raw[k] = v[::s][:frames[0]]
+    _, _, intrinsics = self._episodes[int(self.episode_ids[index])]
+    raw["depth_intrinsics"] = np.asarray(intrinsics, np.float32)
+    raw["episode"] = self.episode_ids[index]
+    raw["start"] = self.starts[index]
+    return raw
