@@ -1,0 +1,1 @@
+"""Evaluation: embed held-out windows with a frozen checkpoint and run the suite."""
