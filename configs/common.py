@@ -82,7 +82,9 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   m.attention = ml_collections.FieldReference(None, field_type=str)  # None|xla|cudnn (GPU)
   m.embedding_readout = "window"  # the readout whose mean is the window embedding
   m.fusion = transformer_config(num_layers=4, num_heads=4, mlp_dim=512)
-  m.fusion.readouts = ml_collections.ConfigDict({"window": 1})  # {name: tokens}
+  # {name: tokens}; objectives read "future" (future_state, forecasting) and "policy", else
+  # the window embedding
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 1, "future": 1, "policy": 1})
   m.fusion.time_max_period = 10_000.0  # frames; sinusoidal time embedding
 
   def encoder():
@@ -157,12 +159,116 @@ def logical_axis_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]
   )
 
 
+# ---------------------------------------------------------------------- optimizer, training
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  """config.optim for xefm_jax/train/optimizer.py: AdamW, warmup + cosine, clipping."""
+  o = ml_collections.ConfigDict()
+  o.learning_rate = 3e-4  # peak, reached after warmup_steps
+  o.warmup_steps = 2_000  # linear from 0
+  o.decay_steps = -1  # cosine decay length after warmup; -1: to the end of train.steps
+  o.end_lr_fraction = 0.1  # final learning rate / peak
+  o.b1 = 0.9
+  o.b2 = 0.95
+  o.eps = 1e-8
+  o.weight_decay = 0.05  # decoupled; kernels only (no norms, biases, tables)
+  o.clip_norm = 1.0  # global gradient norm; 0 disables clipping
+  # Microbatches per step: the global batch is split and gradients accumulated with a scan
+  # inside the jitted step (activation memory of one microbatch; see train/step.py).
+  o.grad_accum = 1
+  return o
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """config.train for xefm_jax/train/loop.py: length, cadences, checkpoints, EMA."""
+  t = ml_collections.ConfigDict()
+  t.steps = 100_000  # optimizer steps (each one global batch)
+  t.log_every = 50  # steps between metric lines (metrics.jsonl, TensorBoard, log)
+  t.eval_every = 2_000  # steps between val evaluations (and one at the end); 0: none
+  t.eval_batches = 0  # val batches per evaluation; 0: every full batch of the split
+  t.ckpt_every = 1_000  # steps between checkpoints (and one at the end, one on SIGTERM)
+  t.keep = 3  # checkpoints kept
+  t.async_checkpoint = True  # write in the background while training goes on
+  t.ema_decay = 0.999  # EMA of the trunk: the target encoder of future-state prediction
+  t.profile_steps = (0, 0)  # [first, last): a profiler trace of these steps; empty: none
+  t.rng_impl = "threefry2x32"  # PRNG of dropout and masking (unsafe_rbg: faster on TPU)
+  return t
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+def objectives_config() -> ml_collections.ConfigDict:
+  """config.objectives.<name> for xefm_jax/objectives/<name>.py; weight 0 disables one."""
+  o = ml_collections.ConfigDict()
+
+  def head_stack(num_layers: int) -> ml_collections.ConfigDict:
+    """A head's transformer (xefm_jax/objectives/heads.py `stack_config`): width 0 is the
+    model width up to max_width, mlp_dim 0 is 4 x width."""
+    c = transformer_config(num_layers=num_layers, num_heads=4, mlp_dim=0, width=0)
+    c.max_width = 1024
+    return c
+
+  # Weights: on configs/local.py every weighted loss starts at about 0.5-2.
+  # current action, subtask, next action (t + next_horizon frames), transition (a boundary
+  # within transition_radius frames of now): the eval suite's definitions
+  o.procedure = ml_collections.ConfigDict(dict(weight=1.0, next_horizon=20,
+                                               transition_radius=10))
+  # 4M / MultiMAE: in a `window_fraction` of the windows, hide `mask_ratio` of the tokens of
+  # `modalities` with per-window modality budgets ~ Dirichlet(alpha) (every objective then
+  # sees those windows masked); a light decoder (width 0: the model width up to max_width;
+  # mlp_dim 0: 4 x width) reconstructs the hidden ones
+  o.masked_modeling = ml_collections.ConfigDict(dict(
+      weight=1.0, modalities=("audio", "depth", "imu", "language", "mocap", "pose", "video"),
+      mask_ratio=0.75, window_fraction=0.5, dirichlet_alpha=1.0,
+      modality_weights=ml_collections.ConfigDict(dict(language=0.5)),
+      decoder=head_stack(num_layers=2)))
+  # SigLIP: each of `pairs` against the `hub` modality (pooled unimodal embeddings), and a
+  # caption text tower against the window embedding of windows that did not see it
+  o.contrastive = ml_collections.ConfigDict(dict(
+      weight=0.2, hub="video", pairs=("audio", "depth", "imu", "language", "mocap", "pose"),
+      dim=128, hidden=512, text_weight=1.0, init_temperature=10.0, init_bias=-10.0,
+      text=head_stack(num_layers=1)))
+  # V-JEPA / BYOL: from the `readout` tokens, predict the EMA encoder's layer-normalised
+  # latents of the next window (its embedding and its fused tokens pooled per modality);
+  # smooth-L1, plus a variance hinge on this window's own latents against collapse
+  o.future_state = ml_collections.ConfigDict(dict(
+      weight=2.0, readout="future", modalities=("depth", "imu", "mocap", "pose", "video"),
+      hidden=0, beta=1.0, variance_weight=1.0, variance_floor=0.25))
+  # future camera motion relative to the last context frame (regressed as average rates in
+  # units of speed_scale m/s and turn_scale /s) and both hands' joints over `horizon` future
+  # frames (0: all of data.future), from the `readout` tokens
+  o.forecasting = ml_collections.ConfigDict(dict(
+      weight=2.0, readout="future", horizon=0, hidden=0, speed_scale=1.0, turn_scale=1.0,
+      ego_weight=1.0, hands_weight=1.0))
+  # any body contact, left/right wrist contact (contacts > threshold) and the relevant-object
+  # set at now, from the window embedding; objects only on windows blind to their caption
+  o.contact = ml_collections.ConfigDict(dict(weight=1.0, threshold=0.5, blind_objects=True))
+  # action chunks: the next `chunk` frames (<= data.future) of both wrists relative to the
+  # current wrist plus the finger joints, in the pipeline's normalised units, from the
+  # `readout` tokens
+  o.policy = ml_collections.ConfigDict(dict(weight=1.0, readout="policy", chunk=10, hidden=0,
+                                            loss="l1"))
+  # a causal decoder with cross-attention to the fused tokens writes the structured answer
+  # (up to max_objects objects) and the caption; labels as procedure's and contact's
+  o.captioning = ml_collections.ConfigDict(dict(
+      weight=0.5, max_objects=4, next_horizon=o.procedure.get_ref("next_horizon"),
+      transition_radius=o.procedure.get_ref("transition_radius"),
+      contact_threshold=o.contact.get_ref("threshold"),
+      decoder=head_stack(num_layers=2)))
+  return o
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """Everything a run needs from the model's side: seed, data, model, mesh, rules."""
+  """Everything a run needs: seed, data, model, objectives, optim, train, mesh, rules."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data = data_config()
   c.model = model_config(c.data)
+  c.objectives = objectives_config()
+  c.optim = optim_config()
+  c.train = train_config()
   c.mesh = mesh_config()
   c.logical_axis_rules = logical_axis_rules()
   return c

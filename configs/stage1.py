@@ -21,7 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m = c.model
   m.width = 1024
   m.fusion.update(num_layers=32, num_heads=16, mlp_dim=4096)
-  m.fusion.readouts = ml_collections.ConfigDict({"window": 4})
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 4, "future": 1, "policy": 1})
   common.set_encoders(m, width=512, num_layers=2, num_heads=8, mlp_dim=2048)
   m.modalities.video.update(tubelet=4, patch=16)
   m.modalities.depth.update(tubelet=2, patch=16)

@@ -21,7 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m = c.model
   m.width = 2048
   m.fusion.update(num_layers=32, num_heads=16, mlp_dim=8192)
-  m.fusion.readouts = ml_collections.ConfigDict({"window": 4})
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 4, "future": 1, "policy": 1})
   common.set_encoders(m, width=768, num_layers=2, num_heads=12, mlp_dim=3072)
   m.modalities.video.update(tubelet=4, patch=16)
   m.modalities.depth.update(tubelet=2, patch=16)

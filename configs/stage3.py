@@ -21,7 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m = c.model
   m.width = 3072
   m.fusion.update(num_layers=40, num_heads=24, mlp_dim=12288)
-  m.fusion.readouts = ml_collections.ConfigDict({"window": 4})
+  m.fusion.readouts = ml_collections.ConfigDict({"window": 4, "future": 1, "policy": 1})
   common.set_encoders(m, width=1024, num_layers=2, num_heads=16, mlp_dim=4096)
   m.modalities.video.update(tubelet=4, patch=16)
   m.modalities.depth.update(tubelet=2, patch=16)

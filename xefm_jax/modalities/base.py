@@ -14,8 +14,7 @@ exclude them from attention, pooling is a masked mean, and norms are per token.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import einops
 import flax
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from xefm_jax import registry
 from xefm_jax.model import layers
 from xefm_jax.model.tokens import TokenGroup
 from xefm_jax.model.transformer import TransformerStack
@@ -73,33 +73,10 @@ class Tokenizer(nn.Module):
     return layers.learned_table(self, name, rows, self.width, self.param_dtype).astype(self.dtype)
 
 
-_TOKENIZERS: dict[str, type[Tokenizer]] = {}
-
-
-def register(name: str) -> Callable[[type[Tokenizer]], type[Tokenizer]]:
-  """Class decorator: make a Tokenizer available under a config name."""
-  def deco(cls: type[Tokenizer]) -> type[Tokenizer]:
-    if name in _TOKENIZERS and _TOKENIZERS[name] is not cls:
-      raise ValueError(f"modality {name!r} is registered twice")
-    _TOKENIZERS[name] = cls
-    return cls
-  return deco
-
-
-def get_tokenizer(name: str) -> type[Tokenizer]:
-  """The tokenizer registered as `name`, importing `xefm_jax.modalities.<name>` on demand."""
-  if name not in _TOKENIZERS:
-    try:
-      importlib.import_module(f"xefm_jax.modalities.{name}")
-    except ModuleNotFoundError as e:
-      raise KeyError(f"no modality {name!r}: expected xefm_jax/modalities/{name}.py") from e
-  if name not in _TOKENIZERS:
-    raise KeyError(f"xefm_jax/modalities/{name}.py does not @register({name!r}) a tokenizer")
-  return _TOKENIZERS[name]
-
-
-def registered() -> tuple[str, ...]:
-  return tuple(sorted(_TOKENIZERS))
+TOKENIZERS: registry.Registry = registry.Registry("modality", "xefm_jax.modalities")
+register = TOKENIZERS.register
+get_tokenizer = TOKENIZERS.get
+registered = TOKENIZERS.names
 
 
 def check_divisible(what: str, size: int, by: int) -> None:

@@ -1,0 +1,1 @@
+"""Pretraining objectives: one file per objective (its head, loss and metrics)."""

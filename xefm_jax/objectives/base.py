@@ -1,0 +1,76 @@
+"""What every objective shares: the context it reads, its interface and the registry.
+
+An objective is one file in this package defining an `Objective` subclass decorated with
+`@register("<name>")`, plus one entry `config.objectives.<name>` with at least `weight`
+(0 disables it). It owns its head's parameters (under its name in the Pretrainer's tree),
+reads the model's output and the window batch from a `Context`, and returns a scalar loss
+and scalar metrics. Heads read the trunk; nothing flows back into the trunk's forward pass,
+so adding or removing an objective never changes what another one sees (Octo's rule).
+
+Two optional hooks act before the forward pass:
+  * `hide(batch, token_counts)` returns per-modality token-keep masks (masked modeling);
+  * `needs_target = True` asks the train step for the EMA encoder's output on the next
+    window (future-state prediction), passed in as `Context.target`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import ml_collections
+
+from xefm_jax import registry
+from xefm_jax.model.xefm import XEFMOutput
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class Context:
+  """What an objective reads.
+
+  batch: the window batch (xefm_jax/data/spec.py), batch-major.
+  out: the training forward pass of the trunk on `batch` (with `keep` applied).
+  keep: {modality: (B, n) bool} token-keep masks the pass used; {} when nothing was hidden.
+  target: the EMA encoder's output on batch["next"] (stop-gradient), or None.
+  """
+
+  batch: Mapping[str, Any]
+  out: XEFMOutput
+  keep: Mapping[str, Array]
+  target: Optional[XEFMOutput] = None
+
+
+class Objective(nn.Module):
+  """Base of the objectives. `__call__(ctx, train=...) -> (loss, metrics)`.
+
+  config: config.objectives.<name>; model_config: config.model (widths, dtypes);
+  data_config: config.data (label and vocabulary sizes, window sizes).
+  """
+
+  needs_target: ClassVar[bool] = False
+  config: ml_collections.ConfigDict
+  model_config: ml_collections.ConfigDict
+  data_config: ml_collections.ConfigDict
+
+  def hide(self, batch: Mapping[str, Any], token_counts: Mapping[str, int]
+           ) -> Optional[dict[str, Array]]:
+    """Token-keep masks for the forward pass, or None (the default: hide nothing)."""
+    return None
+
+  def predict(self, ctx: Context) -> dict[str, Array]:
+    """The head's outputs for evaluation (logits, forecasts, embeddings); {} by default."""
+    return {}
+
+
+OBJECTIVES: registry.Registry = registry.Registry("objective", "xefm_jax.objectives")
+register = OBJECTIVES.register
+get_objective = OBJECTIVES.get
+
+
+def enabled(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Objectives with a positive weight, in name order."""
+  return tuple(sorted(n for n, c in config.objectives.items() if c.weight > 0))

@@ -1,0 +1,189 @@
+"""Pieces the objectives share: a small MLP head with logical axes, masked losses, readers
+of the model output (readouts, visible tokens, caption-blind samples) and contrastive terms.
+
+Losses are means over valid targets only (a label of -1, a missing stream or an untracked
+hand contributes nothing), computed in fp32; a batch without any valid target gives 0 and
+no gradient rather than NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from xefm_jax.model import layers
+from xefm_jax.model.xefm import XEFMOutput
+from xefm_jax.objectives import base
+
+Array = jax.Array
+
+
+class MLPHead(nn.Module):
+  """x (..., D) -> (..., features): norm, one hidden layer (GELU), output projection."""
+
+  features: int
+  hidden: int = 0  # 0: the input width
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  out_axis: str = "input"  # logical name of the output dim (vocab for token logits)
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    hidden = self.hidden or x.shape[-1]
+    x = layers.make_norm("layer", dtype=self.dtype, param_dtype=self.param_dtype,
+                         name="norm")(x)
+    x = layers.DenseGeneral(hidden, ("embed", "mlp"), dtype=self.dtype,
+                            param_dtype=self.param_dtype, name="hidden")(x)
+    x = nn.gelu(x)
+    return layers.DenseGeneral(self.features, ("mlp", self.out_axis), dtype=self.dtype,
+                               param_dtype=self.param_dtype, name="out")(x)
+
+
+def masked_mean(values: Array, mask: Array) -> Array:
+  """Mean of `values` where `mask`, in fp32; 0 when nothing is valid."""
+  mask = jnp.broadcast_to(mask, values.shape).astype(jnp.float32)
+  return jnp.sum(values.astype(jnp.float32) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def classification(logits: Array, labels: Array) -> tuple[Array, Array]:
+  """Softmax cross-entropy and accuracy over labels >= 0 (-1: no label)."""
+  valid = labels >= 0
+  safe = jnp.where(valid, labels, 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
+  correct = (jnp.argmax(logits, -1) == safe).astype(jnp.float32)
+  return masked_mean(ce, valid), masked_mean(correct, valid)
+
+
+def binary(logits: Array, targets: Array, mask: Array | bool = True) -> tuple[Array, Array]:
+  """Sigmoid cross-entropy and accuracy (at 0.5) where `mask`."""
+  targets = targets.astype(jnp.float32)
+  bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
+  correct = ((logits > 0) == (targets > 0.5)).astype(jnp.float32)
+  return masked_mean(bce, mask), masked_mean(correct, mask)
+
+
+def regression(pred: Array, target: Array, mask: Array | bool = True, kind: str = "smooth_l1",
+               beta: float = 1.0) -> Array:
+  """Masked mean of an elementwise regression loss, fp32: "l1", "l2" or "smooth_l1" (Huber
+  with threshold `beta`, divided by beta so it is L1-like for large errors). `target` must
+  already be zero where masked (a NaN there would poison the gradient through the mask)."""
+  diff = pred.astype(jnp.float32) - target.astype(jnp.float32)
+  if kind == "l1":
+    err = jnp.abs(diff)
+  elif kind == "l2":
+    err = jnp.square(diff)
+  elif kind == "smooth_l1":
+    err = optax.huber_loss(diff, delta=beta) / beta
+  else:
+    raise ValueError(f"unknown regression loss {kind!r}; expected l1, l2 or smooth_l1")
+  return masked_mean(err, mask)
+
+
+def layer_norm(x: Array, eps: float = 1e-6) -> Array:
+  """Parameter-free layer norm over the last axis, fp32 (normalised regression targets)."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, -1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), -1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def l2_normalize(x: Array, eps: float = 1e-6) -> Array:
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), -1, keepdims=True) + eps)
+
+
+# --------------------------------------------------------------- reading the model's output
+
+
+def readout(out: XEFMOutput, model_config: Any, name: str) -> Array:
+  """(B, D) fp32 mean of the readout tokens `name`; the window embedding when the model has
+  no such readout (configs that replace config.model.fusion.readouts, e.g. local.py:tiny)."""
+  if name in out.readouts:
+    return jnp.mean(out.readouts[name].astype(jnp.float32), axis=1)
+  return out.embedding
+
+
+def visible(ctx: base.Context, name: str) -> Array:
+  """(B, n) bool: the modality's tokens that exist and whose content the pass saw."""
+  mask = ctx.out.fused[name].mask
+  return mask & ctx.keep[name] if name in ctx.keep else mask
+
+
+def caption_blind(ctx: base.Context) -> Array:
+  """(B,) bool: the window's forward pass did not see its caption (the model dropped
+  language, masked modeling hid all of it, or there is no caption). Captioning, text
+  alignment and object relevance train on these samples only, else the answer is an input."""
+  valid = ctx.batch["caption_valid"]
+  if "language" not in ctx.out.fused:
+    return jnp.ones_like(valid)
+  return ~(visible(ctx, "language").any(axis=1) & valid)
+
+
+def fused_sequence(ctx: base.Context
+                   ) -> tuple[Array, Array, Array, list[tuple[str, int]]]:
+  """Every modality's fused tokens as one sequence (the memory of the decoders).
+
+  Returns tokens (B, N, D), visible (B, N) (exists and not hidden), time (B, N) and the
+  layout [(modality, n_m)] in the model's order (sum of n_m = N).
+  """
+  tokens, vis, time, layout = [], [], [], []
+  for name, group in ctx.out.fused.items():
+    tokens.append(group.tokens)
+    vis.append(visible(ctx, name))
+    time.append(jnp.broadcast_to(group.time, group.mask.shape))
+    layout.append((name, group.mask.shape[1]))
+  return (jnp.concatenate(tokens, 1), jnp.concatenate(vis, 1), jnp.concatenate(time, 1),
+          layout)
+
+
+# ---------------------------------------------------------------------------- contrastive
+
+
+def sigmoid_contrastive(x: Array, y: Array, positives: Array, x_valid: Array, y_valid: Array,
+                        log_scale: Array, bias: Array) -> tuple[Array, Array]:
+  """SigLIP's pairwise sigmoid loss between L2-normalised x (B, E) and y (B, E).
+
+  positives: (B, B) bool, True where x_i and y_j belong together (the diagonal, or any pair
+  with the same caption). Pairs with an invalid side contribute nothing. The loss is summed
+  over the columns and averaged over valid rows (SigLIP's normalisation). Returns the loss
+  and the top-1 retrieval accuracy of x -> y over valid rows with a positive.
+  """
+  logits = jnp.exp(log_scale) * jnp.einsum("ie,je->ij", x.astype(jnp.float32),
+                                           y.astype(jnp.float32)) + bias  # (B, B)
+  labels = jnp.where(positives, 1.0, -1.0)
+  pair = x_valid[:, None] & y_valid[None, :]  # (B, B)
+  nll = jnp.where(pair, -jax.nn.log_sigmoid(labels * logits), 0.0)
+  rows = x_valid & (positives & pair).any(axis=1)  # (B,)
+  loss = jnp.sum(nll) / jnp.maximum(jnp.sum(rows), 1.0)
+  best = jnp.argmax(jnp.where(pair, logits, -jnp.inf), axis=1)  # (B,)
+  hit = jnp.take_along_axis(positives, best[:, None], axis=1)[:, 0]
+  return loss, masked_mean(hit, rows)
+
+
+def variance_hinge(x: Array, valid: Array, floor: float) -> Array:
+  """VICReg's variance term: mean over features of relu(floor - std over valid samples).
+  x: (B, E); valid: (B,). Keeps a prediction or representation from collapsing to one
+  point (every sample the same)."""
+  w = valid.astype(jnp.float32)[:, None]  # (B, 1)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  x = x.astype(jnp.float32)
+  mean = jnp.sum(x * w, 0) / n
+  var = jnp.sum(jnp.square(x - mean) * w, 0) / jnp.maximum(n - 1.0, 1.0)
+  hinge = jax.nn.relu(floor - jnp.sqrt(var + 1e-4))
+  return jnp.where(jnp.sum(w) > 1, jnp.mean(hinge), 0.0)
+
+
+def stack_config(cfg: Any, model_width: int) -> Any:
+  """A head's transformer config (configs/common.py `transformer_config`) with its zeros
+  resolved: width 0 -> the model width, capped at `max_width` when set (a decoder stays
+  light as the trunk grows: MAE's 512-wide decoder under a 1024-wide ViT-L), mlp_dim 0 ->
+  4 x width."""
+  cfg = cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.width = cfg.get("width") or min(model_width, cfg.get("max_width") or model_width)
+    cfg.mlp_dim = cfg.mlp_dim or 4 * cfg.width
+  return cfg

@@ -1,0 +1,70 @@
+"""The Pretrainer: the trunk (XEFM) plus every enabled objective's head, one Linen module.
+
+    loss, metrics = Pretrainer(config).apply(
+        {"params": params}, batch, target, train=True, rngs={"masking": k1, "dropout": k2})
+
+Parameters: {"model": the trunk's, "<objective>": its head's}. The EMA encoder of
+future-state prediction is the trunk alone (`params["model"]`), so it is applied outside
+this module by the train step and its output handed in as `target`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from xefm_jax.model import xefm
+from xefm_jax.objectives import base
+
+Array = jax.Array
+
+
+class Pretrainer(nn.Module):
+  config: ml_collections.ConfigDict  # the whole run config
+
+  def setup(self):
+    cfg = self.config
+    self.model = xefm.XEFM(cfg.model)
+    self.heads = {name: base.get_objective(name)(cfg.objectives[name], cfg.model, cfg.data,
+                                                 name=name)
+                  for name in base.enabled(cfg)}
+
+  @property
+  def needs_target(self) -> bool:
+    return any(base.get_objective(n).needs_target for n in base.enabled(self.config))
+
+  def _forward(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput],
+               train: bool) -> base.Context:
+    keep: dict[str, Array] = {}
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+    counts = xefm.token_counts(xefm.XEFM(self.config.model, parent=None), shapes)  # unbound
+    for head in self.heads.values():
+      hidden = head.hide(batch, counts) if train else None
+      for name, k in (hidden or {}).items():
+        keep[name] = keep[name] & k if name in keep else k
+    out = self.model(batch, train=train, keep=keep or None)
+    return base.Context(batch=batch, out=out, keep=keep, target=target)
+
+  def __call__(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput] = None, *,
+               train: bool = True) -> tuple[Array, dict[str, Array]]:
+    """Weighted sum of the enabled objectives' losses, and every metric (fp32 scalars)."""
+    ctx = self._forward(batch, target, train)
+    total = jnp.zeros((), jnp.float32)
+    metrics: dict[str, Array] = {}
+    for name, head in self.heads.items():
+      loss, m = head(ctx, train=train)
+      loss = loss.astype(jnp.float32)
+      total = total + self.config.objectives[name].weight * loss
+      metrics[f"{name}/loss"] = loss
+      metrics.update({f"{name}/{k}": v.astype(jnp.float32) for k, v in m.items()})
+    metrics["loss"] = total
+    return total, metrics
+
+  def predict(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Deterministic pass: the trunk's output and every head's predictions (evaluation)."""
+    ctx = self._forward(batch, None, train=False)
+    return {"out": ctx.out, **{name: head.predict(ctx) for name, head in self.heads.items()}}
