@@ -28,6 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.modalities.audio.update(n_mels=32, patch_time=10, patch_freq=16)  # 4 x 2 = 8 tokens
   common.set_stacks(m, scan_layers=False)  # a few layers: a loop compiles as fast
   c.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
+  # The embedded default run (README): with no corpus given, synthesize 6 sessions x 2
+  # episodes x 15 s (~1 min on 2 cores), then train every enabled objective for a few
+  # minutes; the loss falls within the first hundred steps.
+  c.data.synthesize.update(sessions=6, episodes_per_session=2, seconds=15.0)
+  c.optim.update(learning_rate=1e-3, warmup_steps=20)
+  c.train.update(steps=150, log_every=10, eval_every=150, ckpt_every=75, keep=2,
+                 ema_decay=0.99)
+  c.train.rng_impl = "unsafe_rbg"  # CPU: initialisers compile ~2x faster than threefry
 
   if arg == "tiny":  # tests: smallest shapes that still exercise everything
     c.data.update(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,

@@ -1,11 +1,16 @@
-"""Test setup: 8 fake CPU devices (set before anything imports jax), and one small generated
-corpus (raw episodes and their shards) built once per test run and shared by every test
-worker through a lock, so pytest-xdist does not build it twice."""
+"""Test setup: 8 fake CPU devices (set before anything imports jax); one small generated
+corpus (raw episodes and their shards) and one tiny training run, each built once per test
+run and shared by every test worker through a lock, so pytest-xdist does not build them
+twice."""
 
 import os
 
+# XLA:CPU's concurrency-optimized scheduler can start independent collectives in different
+# orders on different devices of one process, which deadlocks multi-device train steps
+# (xefm_jax/train; launch/train.py sets the same).
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_cpu_enable_concurrency_optimized_scheduler=false"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -59,3 +64,30 @@ def shard_corpus(raw_corpus, shared_dir) -> pathlib.Path:
     if not (out / shards.MANIFEST_FILE).exists():
       shred.run(raw_corpus, out, options=shards.ShredOptions(**SHRED), progress=False)
   return out
+
+
+@pytest.fixture(scope="session")
+def train_env(shared_dir) -> dict:
+  """Subprocess environment: 8 CPU devices, one compilation cache for the session, and
+  LLVM's cheapest optimisation level (tiny steps: compile time is all that matters)."""
+  env = dict(os.environ)
+  env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(shared_dir / "jax-cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8 "
+                       "--xla_backend_optimization_level=0 "
+                       "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+  return env
+
+
+@pytest.fixture(scope="session")
+def reference(shared_dir, shard_corpus, train_env) -> pathlib.Path:
+  """One uninterrupted launcher run (train_runs.STEPS steps, with evaluation), made once per
+  session: the trainer's, evaluator's and notebook's tests read it."""
+  from train_runs import finish, launch
+  workdir = shared_dir / "train-reference"
+  with _locked(shared_dir / "train-reference.lock"):
+    if not (workdir / "done").exists():
+      proc = launch(workdir, shard_corpus, train_env, "--config.train.eval_every=4")
+      finish(proc, workdir)
+      (workdir / "done").touch()
+  return workdir

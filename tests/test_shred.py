@@ -13,7 +13,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-import tensorstore as ts
 
 from conftest import SHRED
 from data_pipelines import shred

@@ -121,7 +121,6 @@ def fixture_sim(num_frames: int = 60, seed: int = 0) -> EpisodeSim:
 
   # Hands about 40 cm in front of the chest, palms down, fingers forward.
   hands = np.zeros((n, 2, 21, 3))
-  R_body = T_world_body[:, :3, :3]
   body_yaw = _yaw_pitch(yaw, np.zeros_like(yaw))
   for side, y in ((0, 0.16), (1, -0.16)):
     local = canonical_hand(0.3 + 0.2 * np.sin(t * 2 + side))  # (n, 21, 3)

@@ -1,0 +1,120 @@
+"""MFU of the local config's train step on this CPU, against a matmul peak measured in the
+same run.
+
+    python benchmarks/mfu.py [--config configs/local.py] [--steps 20] [--batch-size N]
+                             [--objectives all|procedure,...]
+
+The step is the training step (xefm_jax/train/step.py, every enabled objective, AdamW, EMA,
+NaN guard), compiled ahead of time; its FLOPs come from the compiled cost analysis (loops
+counted, train/flops.py). Batches are synthetic (`spec.fake_batch`) and already on the
+device, so this measures the step alone; the data path's cost is the `data_wait_s` of the
+training logs. The peak is the best FLOP/s of a jitted 2048^3 matmul chain in the step's
+compute dtype, measured before and after the steps (the better of the two: a busy machine
+lowers both). MFU = FLOPs per step / median step time / peak. Goal: at least 50%.
+Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import local  # noqa: E402
+from xefm_jax.data import spec as spec_lib  # noqa: E402
+from xefm_jax.objectives import base as objectives_base  # noqa: E402
+from xefm_jax.parallel import init as init_lib  # noqa: E402
+from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
+from xefm_jax.parallel import sharding  # noqa: E402
+from xefm_jax.train import flops as flops_lib  # noqa: E402
+from xefm_jax.train import optimizer  # noqa: E402
+from xefm_jax.train import state as state_lib  # noqa: E402
+from xefm_jax.train import step as step_lib  # noqa: E402
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--variant", default=None, help="configs/local.py variant (e.g. tiny)")
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--batch-size", type=int, default=None)
+  p.add_argument("--objectives", default="all",
+                 help="comma-separated objectives to keep enabled (default: the config's)")
+  p.add_argument("--profile", default=None, help="write a profiler trace of 3 steps here")
+  args = p.parse_args()
+
+  config = local.get_config(args.variant)
+  if args.batch_size:
+    config.data.batch_size = args.batch_size
+  if args.objectives != "all":
+    keep = set(args.objectives.split(","))
+    for name in config.objectives:
+      if name not in keep:
+        config.objectives[name].weight = 0.0
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = sharding.rules_from_config(config)
+  window = spec_lib.WindowSpec.from_config(config.data)
+  shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
+  batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
+  batch_shardings = jax.tree.map(lambda _: batch_sharding, shapes)
+  tx, lr = optimizer.make(config.optim, config.train.steps)
+  abstract, shardings = state_lib.abstract_state(config, tx, shapes, mesh, rules)
+  dtype = jnp.dtype(config.model.dtype)
+
+  peak_before = flops_lib.measure_matmul_peak(dtype)
+  state = state_lib.create(config, tx, shapes, mesh, rules, shardings)
+  abstract_batch = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding), shapes)
+  start = time.perf_counter()
+  with sharding.activate(mesh, rules):
+    step = step_lib.jit_train_step(
+        step_lib.make_train_step(config, tx, lr, shardings, batch_sharding), shardings,
+        batch_shardings).lower(abstract, abstract_batch).compile()
+  compile_s = time.perf_counter() - start
+  step_flops = flops_lib.step_flops(step, jax.device_count())
+  batches = [jax.device_put(spec_lib.fake_batch(window, config.data.batch_size, seed=i),
+                            batch_shardings) for i in range(4)]
+  for i in range(3):  # warm up
+    state, metrics = step(state, batches[i % 4])
+  jax.block_until_ready(state)
+  times = []
+  for i in range(args.steps):
+    t = time.perf_counter()
+    state, metrics = step(state, batches[i % 4])
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  if args.profile:
+    with jax.profiler.trace(args.profile):
+      for i in range(3):
+        state, metrics = step(state, batches[i % 4])
+      jax.block_until_ready(state)
+  peak_after = flops_lib.measure_matmul_peak(dtype)
+  peak = max(peak_before, peak_after)
+  seconds = statistics.median(times)
+  mfu = step_flops / seconds / peak
+  print(f"config local{':' + args.variant if args.variant else ''}, batch "
+        f"{config.data.batch_size}, {dtype.name}, objectives "
+        f"{', '.join(objectives_base.enabled(config))}; compiled in {compile_s:.0f} s")
+  print(f"step: {step_flops / 1e9:.2f} GFLOP, median {seconds * 1e3:.0f} ms over "
+        f"{args.steps} steps -> {step_flops / seconds / 1e9:.1f} GFLOP/s")
+  print(f"peak: {peak / 1e9:.1f} GFLOP/s ({dtype.name} 2048^3 matmul; before "
+        f"{peak_before / 1e9:.1f}, after {peak_after / 1e9:.1f})")
+  print(f"MFU: {100 * mfu:.1f}% (goal >= 50%)")
+  print(json.dumps({
+      "benchmark": "mfu", "variant": args.variant, "batch_size": config.data.batch_size,
+      "dtype": dtype.name, "objectives": list(objectives_base.enabled(config)),
+      "flops_per_step": step_flops, "median_step_s": seconds,
+      "step_s": [round(t, 4) for t in times], "peak_flops": peak,
+      "peak_before": peak_before, "peak_after": peak_after, "mfu": mfu,
+      "ratio_to_goal": mfu / 0.5}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,120 @@
+"""Ahead-of-time fit check: a stage's FULL train step compiled for D devices, on this CPU.
+
+    python launch/aot_check.py --config=configs/stage2.py --devices=32 [--budget_gib=64]
+
+The step is the one training runs (xefm_jax/train/step.py): the Pretrainer with every
+enabled objective, the EMA target, AdamW, the EMA update and the NaN guard, under the
+stage's mesh and rules, with the state donated. It is lowered from abstract arguments that
+carry their shardings (`jax.jit(...).lower(...).compile()`, MaxText's AOT check), on D fake
+CPU devices, so nothing is allocated and no accelerator is needed. Printed: parameters,
+FLOPs per step (compiled cost analysis, loops counted; see train/flops.py) and per-device
+memory from `compiled.memory_analysis()`; the last line is JSON.
+
+XLA's CPU backend plans memory like a GPU/TPU compiler but not identically: fusion,
+rematerialisation, buffer assignment and collective implementations differ, so the
+per-device figure is an estimate of the accelerator's (good to tens of percent), not a
+guarantee. Label and vocabulary sizes are the config's defaults (no corpus is read).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _devices_from_argv(argv: list[str]) -> int:
+  """--devices must be known before jax is imported (it sizes the fake CPU platform)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--devices="):
+      return int(arg.split("=", 1)[1])
+    if arg == "--devices" and i + 1 < len(argv):
+      return int(argv[i + 1])
+  return 8
+
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                           f"device_count={_devices_from_argv(sys.argv)}").strip()
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+import jax  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from xefm_jax.data import spec as spec_lib  # noqa: E402
+from xefm_jax.objectives import base as objectives_base  # noqa: E402
+from xefm_jax.parallel import init as init_lib  # noqa: E402
+from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
+from xefm_jax.parallel import report, sharding  # noqa: E402
+from xefm_jax.train import flops as flops_lib  # noqa: E402
+from xefm_jax.train import optimizer  # noqa: E402
+from xefm_jax.train import state as state_lib  # noqa: E402
+from xefm_jax.train import step as step_lib  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (the mesh's size).")
+_BUDGET = flags.DEFINE_float("budget_gib", 64.0, "Memory per device the step must fit in.")
+
+GIB = 1024 ** 3
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  devices = jax.devices()
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  rules = sharding.rules_from_config(config)
+  window = spec_lib.WindowSpec.from_config(config.data)
+  batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
+  batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
+  batch_shardings = jax.tree.map(lambda _: batch_sharding, batch_shapes)
+  tx, lr = optimizer.make(config.optim, config.train.steps)
+  abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
+  abstract_batch = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding), batch_shapes)
+  params = report.count_params({"params": abstract.params})
+
+  start = time.perf_counter()
+  with sharding.activate(mesh, rules):
+    step = step_lib.jit_train_step(
+        step_lib.make_train_step(config, tx, lr, shardings, batch_sharding), shardings,
+        batch_shardings)
+    compiled = step.lower(abstract, abstract_batch).compile()
+  seconds = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  flops = flops_lib.step_flops(compiled, len(devices))
+  # Live at once: arguments + outputs not aliased onto donated arguments + temporaries +
+  # code. Donation lets the new state reuse the old one's buffers (alias bytes).
+  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+          + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
+  fits = peak <= _BUDGET.value * GIB
+
+  name = os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"]))
+  print(f"{name}: mesh {dict(mesh.shape)} on {len(devices)} fake CPU devices, "
+        f"objectives {', '.join(objectives_base.enabled(config))}, global batch "
+        f"{config.data.batch_size} x grad_accum {config.optim.grad_accum}")
+  print(f"parameters        {params / 1e9:.3f} B")
+  print(f"FLOPs / step      {flops / 1e15:.2f} PFLOP (all devices; compiled in {seconds:.0f} s)")
+  print("per device        arguments {:.2f} GiB | outputs {:.2f} GiB (aliased {:.2f}) | "
+        "temporaries {:.2f} GiB | code {:.3f} GiB".format(
+            mem.argument_size_in_bytes / GIB, mem.output_size_in_bytes / GIB,
+            mem.alias_size_in_bytes / GIB, mem.temp_size_in_bytes / GIB,
+            mem.generated_code_size_in_bytes / GIB))
+  print(f"peak per device   {peak / GIB:.2f} GiB of {_BUDGET.value:g} GiB: "
+        f"{'fits' if fits else 'DOES NOT FIT'} (XLA:CPU's estimate of the accelerator's)")
+  print(json.dumps({
+      "config": name, "devices": len(devices), "mesh": dict(mesh.shape), "params": params,
+      "flops_per_step": flops, "argument_bytes": mem.argument_size_in_bytes,
+      "output_bytes": mem.output_size_in_bytes, "alias_bytes": mem.alias_size_in_bytes,
+      "temp_bytes": mem.temp_size_in_bytes, "code_bytes": mem.generated_code_size_in_bytes,
+      "peak_bytes_per_device": peak, "budget_bytes": int(_BUDGET.value * GIB), "fits": fits,
+      "compile_seconds": round(seconds, 1)}))
+  return 0 if fits else 1
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)

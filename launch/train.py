@@ -1,0 +1,100 @@
+"""Train XEFM.
+
+    python launch/train.py --config=configs/local.py [--workdir=runs/local] [--config.x=y]
+
+Multi-process: every process runs this same command. `jax.distributed.initialize()` reads
+srun's environment by itself (launch/slurm) and a TPU slice's metadata with --distributed=yes
+(launch/tpu); elsewhere pass --coordinator_address=host:port --num_processes=N --process_id=i.
+
+With no corpus in the config (config.data.shards and config.data.raw unset), process 0
+synthesizes, gates and shreds one into WORKDIR/data while the others wait (skipped when
+already there). The corpus' label and vocabulary sizes go into the config, then the loop
+(xefm_jax/train/loop.py) runs. A run started again in the same workdir resumes from its
+latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+# XLA:CPU's concurrency-optimized scheduler lets the devices of one process start independent
+# collectives in different orders; each blocks a worker thread at its rendezvous and the
+# step deadlocks (seen with 8 CPU devices and every objective). CPU backend only; set
+# before jax reads XLA_FLAGS.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
+
+import logging as pylogging
+
+from absl import app, flags, logging
+import jax
+from jax.experimental import multihost_utils
+from ml_collections import config_flags
+
+from data_pipelines import prepare
+from data_pipelines import synthesize
+from xefm_jax.data import source
+from xefm_jax.train import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config>).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process' index.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "yes", "no"],
+    "jax.distributed.initialize() from the environment: auto = under srun with several "
+    "tasks or on a multi-host TPU slice; yes = always (TPU VMs); no = single process.")
+
+
+def _managed_cluster() -> bool:
+  """Launched by srun with several tasks, or on a multi-host TPU slice."""
+  return (int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+          or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
+
+
+def initialize_distributed() -> None:
+  # CPU processes need a collectives backend to talk to each other (tests, laptops).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _DISTRIBUTED.value == "yes" or _DISTRIBUTED.value == "auto" and _managed_cluster():
+    jax.distributed.initialize()
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    # Process 0 alone writes the persistent compilation cache and the others load its
+    # executables; an XLA:CPU executable is not portable between the processes of a gloo
+    # job (their collectives mismatch and abort), so multi-process CPU jobs compile afresh.
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
+class _QuietLibraries(pylogging.Filter):
+  """Orbax and Grain log every save and read at INFO; keep their warnings only."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or not any(
+        f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  synthesize.enable_compilation_cache()  # a restarted run skips compiling its step
+  initialize_distributed()
+  name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
+  workdir = pathlib.Path(_WORKDIR.value or pathlib.Path("runs") / name)
+  if jax.process_index() == 0:
+    prepare.prepare(workdir, config.data)
+  multihost_utils.sync_global_devices("corpus prepared")
+  shards = prepare.prepare(workdir, config.data)  # complete now: only finds it
+  config.data.shards = str(shards)
+  loop.with_corpus_sizes(config, source.Corpus(shards))
+  logging.info("process %d/%d, %d local devices, workdir %s", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), workdir)
+  loop.train(config, workdir)
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)

@@ -1,0 +1,216 @@
+"""FLOPs of a compiled step, peak FLOP/s per device, and MFU (Levanter's honest accounting).
+
+    MFU = FLOPs per step / step time / (peak FLOP/s per device x devices)
+
+FLOPs per step come from XLA's cost analysis of the COMPILED step: what the program that
+runs executes, rematerialisation included (so this is MFU against the hardware's work, what
+MaxText calls "TFLOP/s per device", not a 6ND model estimate). Two corrections make it
+honest:
+  * `cost_analysis()` of an SPMD program describes one device's partition: it is
+    multiplied by the number of devices.
+  * XLA counts a while loop's body once, whatever its trip count, so a step that scans
+    over layers (`scan_layers`) or microbatches (`grad_accum`) would be undercounted by
+    that factor. `loop_factor` reads the compiled HLO, counts the dot FLOPs of every
+    computation with each loop body weighted by its known trip count, and scales the cost
+    analysis by (dots with trip counts / dots with each body once). Elementwise work inside
+    loops is scaled by the same ratio, a small approximation; 1.0 when there are no loops.
+
+Peaks are bf16 dense tensor-core / MXU rates from the vendors' data sheets (sparsity
+excluded). On a CPU there is no data sheet that means anything for XLA, so the peak is
+measured at start: the FLOP/s of a large jitted matmul in the step's compute dtype.
+The log says which peak was used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+# device_kind substring (lower case) -> (bf16 dense peak FLOP/s per device, source).
+# Checked in order: the more specific name first.
+PEAKS: tuple[tuple[str, float, str], ...] = (
+    # NVIDIA H100 data sheet (resources.nvidia.com/en-us-tensor-core): BF16 tensor core
+    # 1,979 TFLOP/s SXM, 1,513 PCIe, 1,671 NVL "with sparsity"; dense is half.
+    ("h100 pcie", 756e12, "NVIDIA H100 PCIe data sheet, bf16 dense"),
+    ("h100 nvl", 835e12, "NVIDIA H100 NVL data sheet, bf16 dense"),
+    ("h100", 989e12, "NVIDIA H100 SXM data sheet, bf16 dense"),
+    # NVIDIA H200 data sheet (nvidia.com/en-us/data-center/h200): 1,979 with sparsity (SXM).
+    ("h200", 989e12, "NVIDIA H200 SXM data sheet, bf16 dense"),
+    # NVIDIA A100 data sheet: BF16 tensor core 312 TFLOP/s dense (SXM and PCIe).
+    ("a100", 312e12, "NVIDIA A100 data sheet, bf16 dense"),
+    # Cloud TPU system architecture pages (cloud.google.com/tpu/docs/v4, v5e, v5p, v6e):
+    # peak bf16 compute per chip. JAX device kinds: "TPU v4", "TPU v5 lite", "TPU v5p"
+    # (older runtimes "TPU v5"), "TPU v6 lite".
+    ("tpu v6 lite", 918e12, "Cloud TPU v6e docs, bf16 per chip"),
+    ("tpu v6e", 918e12, "Cloud TPU v6e docs, bf16 per chip"),
+    ("tpu v5 lite", 197e12, "Cloud TPU v5e docs, bf16 per chip"),
+    ("tpu v5e", 197e12, "Cloud TPU v5e docs, bf16 per chip"),
+    ("tpu v5p", 459e12, "Cloud TPU v5p docs, bf16 per chip"),
+    ("tpu v5", 459e12, "Cloud TPU v5p docs, bf16 per chip"),
+    ("tpu v4", 275e12, "Cloud TPU v4 docs, bf16 per chip"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Peak:
+  """Peak FLOP/s of the devices a step runs on, and where the number comes from."""
+
+  total: float  # FLOP/s of all devices together
+  per_device: float
+  devices: int
+  source: str
+
+  def describe(self) -> str:
+    return (f"{self.total / 1e12:.3g} TFLOP/s peak ({self.devices} x "
+            f"{self.per_device / 1e12:.3g}; {self.source})")
+
+
+def table_peak(device_kind: str) -> Optional[tuple[float, str]]:
+  """(peak FLOP/s, source) for a JAX `device_kind`, or None if the table lacks it."""
+  kind = device_kind.lower()
+  for name, flops, source in PEAKS:
+    if name in kind:
+      return flops, source
+  return None
+
+
+def measure_matmul_peak(dtype: Any = jnp.float32, n: int = 2048, repeats: int = 3,
+                        device: Optional[jax.Device] = None) -> float:
+  """FLOP/s of the best of `repeats` runs of a jitted (n x n) @ (n x n) matmul (chained 4
+  times per call to amortise dispatch) on one of this process' devices, in `dtype`."""
+  device = device or jax.local_devices()[0]
+  a = jax.device_put(jnp.ones((n, n), dtype) / n, device)
+
+  @jax.jit
+  def chain(x, w):
+    for _ in range(4):
+      x = x @ w
+    return x
+  jax.block_until_ready(chain(a, a))
+  best = math.inf
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(chain(a, a))
+    best = min(best, time.perf_counter() - start)
+  return 4 * 2 * n ** 3 / best
+
+
+def peak(devices: list[jax.Device], dtype: Any = jnp.float32, matmul_size: int = 2048
+         ) -> Peak:
+  """The table's peak for accelerators; on CPU a matmul measured now in `dtype`.
+
+  CPU "devices" (`--xla_force_host_platform_device_count`) share their process' cores, and
+  one XLA:CPU matmul already uses all of them: the measured rate is the process' total, not
+  a per-device figure to multiply; with several processes (hosts), each has its own.
+  """
+  kind = devices[0].device_kind
+  if devices[0].platform == "cpu":
+    measured = measure_matmul_peak(dtype, n=matmul_size) * jax.process_count()
+    return Peak(measured, measured / len(devices), len(devices),
+                f"CPU: measured {jnp.dtype(dtype).name} matmul of this host x "
+                f"{jax.process_count()} process(es), shared by {len(devices)} devices")
+  found = table_peak(kind)
+  if found is None:
+    raise KeyError(f"no peak FLOP/s for device kind {kind!r}; add it to "
+                   "xefm_jax/train/flops.py PEAKS")
+  return Peak(found[0] * len(devices), found[0], len(devices), f"{kind}: {found[1]}")
+
+
+# ------------------------------------------------------------------------ FLOPs of a step
+
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\((.*)\)\s*->.*\{\s*$")
+_DEF = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\w+)\[([\d,]*)\]")
+_PARAM = re.compile(r"([\w.\-]+):\s*(\w+)\[([\d,]*)\]")
+_DOT = re.compile(r"=\s*\w+\[([\d,]*)\][^ ]*\s+dot\(\s*(?:\w+\[([\d,]*)\]\S*\s+)?%?([\w.\-]+)")
+_CONTRACT = re.compile(r"lhs_contracting_dims=\{([\d,]*)\}")
+_CALLS = re.compile(r"(?:calls|to_apply|body|condition|true_computation|false_computation)"
+                    r"=%?([\w.\-]+)")
+_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
+_BODY = re.compile(r"body=%?([\w.\-]+)")
+_TRIPS = re.compile(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"(\d+)"')
+
+
+def _dims(text: str) -> list[int]:
+  return [int(d) for d in text.split(",") if d]
+
+
+def _parse_hlo(text: str) -> dict[str, tuple[float, list[tuple[str, int]]]]:
+  """computation -> (its own dot FLOPs, [(called computation, times), ...])."""
+  comps: dict[str, tuple[float, list[tuple[str, int]]]] = {}
+  name, shapes, flops, calls = None, {}, 0.0, []
+  for line in text.splitlines():
+    m = _COMPUTATION.match(line)
+    if m:
+      name, flops, calls = m.group(1), 0.0, []
+      shapes = {p: _dims(d) for p, _, d in _PARAM.findall(m.group(2))}
+      continue
+    if name is None:
+      continue
+    if line.strip() == "}":
+      comps[name] = (flops, calls)
+      name = None
+      continue
+    d = _DEF.match(line)
+    if d:
+      shapes[d.group(1)] = _dims(d.group(3))
+    dot = _DOT.search(line)
+    if dot:
+      out = _dims(dot.group(1))
+      lhs = _dims(dot.group(2)) if dot.group(2) is not None else shapes.get(dot.group(3), [])
+      contract = _CONTRACT.search(line)
+      k = math.prod(lhs[i] for i in _dims(contract.group(1))) if contract and lhs else 1
+      flops += 2.0 * math.prod(out) * k
+    body, trips = None, 1
+    if " while(" in line:
+      found, t = _BODY.search(line), _TRIPS.search(line)
+      body, trips = (found.group(1) if found else None), (int(t.group(1)) if t else 1)
+    calls.extend((c, trips if c == body else 1) for c in _CALLS.findall(line))
+    b = _BRANCHES.search(line)
+    if b:
+      calls.extend((c.strip().lstrip("%"), 1) for c in b.group(1).split(","))
+  return comps
+
+
+def hlo_dot_flops(text: str, with_trip_counts: bool = True) -> float:
+  """Dot FLOPs of the entry computation of an HLO module's text, callees included; loop
+  bodies weighted by their known trip count (or once, with_trip_counts=False)."""
+  comps = _parse_hlo(text)
+  entry = None
+  for line in text.splitlines():
+    if line.startswith("ENTRY"):
+      entry = _COMPUTATION.match(line).group(1)
+  if entry is None:
+    return 0.0
+
+  @functools.lru_cache(maxsize=None)
+  def total(name: str) -> float:
+    own, calls = comps.get(name, (0.0, []))
+    return own + sum(total(c) * (n if with_trip_counts else 1) for c, n in calls)
+  return total(entry)
+
+
+def loop_factor(compiled: Any) -> float:
+  """(dot FLOPs with loop trip counts) / (dot FLOPs with each loop body once)."""
+  text = compiled.as_text()
+  once = hlo_dot_flops(text, with_trip_counts=False)
+  return hlo_dot_flops(text) / once if once else 1.0
+
+
+def step_flops(compiled: Any, num_devices: int) -> float:
+  """FLOPs of one call of a compiled SPMD program, over all devices, loops counted."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per partition
+    analysis = analysis[0]
+  return float(analysis.get("flops", 0.0)) * num_devices * loop_factor(compiled)
+
+
+def mfu(flops_per_step: float, seconds_per_step: float, peak_: Peak) -> float:
+  """Model FLOPs utilisation: achieved FLOP/s over the devices' peak."""
+  return flops_per_step / seconds_per_step / peak_.total

@@ -1,0 +1,231 @@
+"""The training loop (big_vision style: read top to bottom, one sitting).
+
+    loop.train(config, workdir)
+
+config.data.shards names a shard corpus whose label and vocabulary sizes are already in
+config.data (`with_corpus_sizes`; launch/train.py does both). The loop restores the latest
+complete checkpoint in WORKDIR/checkpoints if there is one, else creates a fresh state, and
+runs to config.train.steps, writing WORKDIR/metrics.jsonl and WORKDIR/tensorboard (process
+0), checkpoints, and on request a profiler trace in WORKDIR/profile. A SIGTERM saves the
+current step and returns; the next start resumes from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+
+from xefm_jax.data import pipeline
+from xefm_jax.data import shards as shards_lib
+from xefm_jax.data import source as source_lib
+from xefm_jax.objectives import base as objectives_base
+from xefm_jax.parallel import init as init_lib
+from xefm_jax.parallel import mesh as mesh_lib
+from xefm_jax.parallel import sharding
+from xefm_jax.train import checkpoint as checkpoint_lib
+from xefm_jax.train import flops as flops_lib
+from xefm_jax.train import metrics as metrics_lib
+from xefm_jax.train import optimizer
+from xefm_jax.train import state as state_lib
+from xefm_jax.train import step as step_lib
+
+LABEL_SIZES = ("num_objects", "num_actions", "num_subtasks", "num_tasks", "vocab_size")
+
+
+def log(msg: str, *args: Any) -> None:
+  if jax.process_index() == 0:
+    logging.info(msg, *args)
+
+
+def with_corpus_sizes(config: ml_collections.ConfigDict, corpus: source_lib.Corpus) -> None:
+  """Copies the corpus' label and vocabulary sizes into config.data (in place; a locked
+  config accepts new values for existing keys). The model's vocabulary follows by
+  reference."""
+  window = corpus.window_spec(config.data)
+  for name in LABEL_SIZES:
+    config.data[name] = getattr(window, name)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+      f"{seconds // 60}m{seconds % 60:02d}s")
+
+
+def retrieval_at_1(text: np.ndarray, window: np.ndarray, caption: np.ndarray
+                   ) -> tuple[float, float]:
+  """Text-to-window R@1 and its chance level over N windows with their captions.
+
+  text, window: (N, D) normalised embeddings, row i of both from window i; caption: (N, L)
+  token ids. Consecutive windows of one action share a caption word for word, so a query
+  is answered correctly by ANY window carrying its caption (matching row i alone would cap
+  R@1 at 1 / copies). Chance: the mean share of windows that carry the query's caption.
+  """
+  similarity = text @ window.T  # (N, N)
+  same = (caption[:, None, :] == caption[None, :, :]).all(-1)  # (N, N) same caption
+  hits = same[np.arange(len(text)), np.argmax(similarity, axis=1)]
+  return float(hits.mean()), float(same.mean())
+
+
+def evaluate(config: ml_collections.ConfigDict, corpus: source_lib.Corpus, eval_step: Any,
+             state: state_lib.TrainState, batch_sharding: NamedSharding
+             ) -> dict[str, float]:
+  """Mean val losses over full batches of the val split (every process runs the same number
+  of batches), and text-to-window R@1 over the val windows that have a caption when the
+  contrastive objective is enabled (see `retrieval_at_1`)."""
+  window = corpus.window_spec(config.data)
+  try:
+    windows = len(source_lib.WindowSource(corpus, "val", window, config.data.window_stride))
+  except shards_lib.ShardError as e:
+    log("evaluation skipped: %s", e)
+    return {}
+  batches = windows // config.data.batch_size
+  if config.train.eval_batches:
+    batches = min(batches, int(config.train.eval_batches))
+  if not batches:
+    log("evaluation skipped: %d val windows make no full batch of %d", windows,
+        config.data.batch_size)
+    return {}
+  data = pipeline.make_dataset(corpus, "val", config.data, train=False, seed=0)
+  sums: dict[str, float] = {}
+  text, emb, caption = [], [], []
+  for local in itertools.islice(data, batches):
+    out = jax.device_get(eval_step(state.params, state.ema,
+                                   pipeline.make_global_batch(local, batch_sharding)))
+    for name, value in out["metrics"].items():
+      sums[name] = sums.get(name, 0.0) + float(value)
+    if "retrieval" in out:
+      valid = out["retrieval"]["caption_valid"]
+      text.append(out["retrieval"]["text"][valid])
+      emb.append(out["retrieval"]["window"][valid])
+      caption.append(out["retrieval"]["caption"][valid])
+  result = {f"val/{name}": value / batches for name, value in sums.items()}
+  if "contrastive" not in objectives_base.enabled(config):
+    log("val R@1 skipped: the contrastive objective is not enabled")
+  elif sum(len(t) for t in text):
+    result["val/retrieval_r1"], result["val/retrieval_r1_chance"] = retrieval_at_1(
+        np.concatenate(text), np.concatenate(emb), np.concatenate(caption))
+    result["val/retrieval_windows"] = float(sum(len(t) for t in text))
+  return result
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
+          ) -> state_lib.TrainState:
+  """Trains to config.train.steps (or until SIGTERM); returns the final state."""
+  workdir = pathlib.Path(workdir)
+  cfg = config.train
+  corpus = source_lib.Corpus(config.data.shards)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  rules = sharding.rules_from_config(config)
+  log("mesh %s over %d devices (%d processes); objectives: %s", dict(mesh.shape),
+      jax.device_count(), jax.process_count(), ", ".join(objectives_base.enabled(config)))
+
+  # Abstract shapes and shardings of everything the step touches.
+  window = corpus.window_spec(config.data)
+  batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
+  batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
+  batch_shardings = jax.tree.map(lambda _: batch_sharding, batch_shapes)
+  tx, lr = optimizer.make(config.optim, cfg.steps)
+  abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
+
+  # Data, then the state: restored (with the data's position) or fresh.
+  train_iter = iter(pipeline.make_dataset(corpus, "train", config.data, train=True,
+                                          seed=config.data.shuffle_seed))
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", cfg)
+  ckpt.watch_sigterm()
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state = ckpt.restore(latest, abstract, train_iter)
+    log("restored step %d from %s", latest, workdir / "checkpoints")
+  else:
+    state = state_lib.create(config, tx, batch_shapes, mesh, rules, shardings)
+  start = int(jax.device_get(state.step))
+
+  # The step, compiled ahead of time: its cost analysis gives the FLOPs for MFU.
+  t0 = time.perf_counter()
+  with sharding.activate(mesh, rules):
+    abstract_batch = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), batch_shapes,
+        batch_shardings)
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(config, tx, lr, shardings, batch_sharding), shardings,
+        batch_shardings).lower(abstract, abstract_batch).compile()
+  eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), shardings,
+                                     batch_shardings)
+  step_flops = flops_lib.step_flops(train_step, jax.device_count())
+  peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype))
+  log("train step compiled in %.1f s: %.3g GFLOP per step; MFU against %s",
+      time.perf_counter() - t0, step_flops / 1e9, peak.describe())
+
+  writer = metrics_lib.MetricWriter(workdir)
+  profile = tuple(cfg.profile_steps)
+  tracing = False
+  try:
+    last_time, data_wait, since = time.perf_counter(), 0.0, 0
+    for step in range(start, cfg.steps):
+      if len(profile) == 2 and step == profile[0] < profile[1] and jax.process_index() == 0:
+        jax.profiler.start_trace(str(workdir / "profile"))
+        tracing = True
+      fetch = time.perf_counter()
+      batch = pipeline.make_global_batch(next(train_iter), batch_shardings)
+      data_wait += time.perf_counter() - fetch
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = train_step(state, batch)
+      done, since = step + 1, since + 1
+      if tracing and done >= profile[1]:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        tracing = False
+        log("profile of steps [%d, %d) written to %s", profile[0], profile[1],
+            workdir / "profile")
+
+      if done % cfg.log_every == 0 or done == cfg.steps or done == start + 1:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        elapsed = time.perf_counter() - last_time
+        seconds_per_step = elapsed / since
+        metrics.update(steps_per_s=1.0 / seconds_per_step, data_wait_s=data_wait / since,
+                       mfu=flops_lib.mfu(step_flops, seconds_per_step, peak),
+                       eta_s=(cfg.steps - done) * seconds_per_step)
+        writer.write(done, metrics)
+        losses = " ".join(f"{k} {metrics[k]:.4g}" for k in
+                          ["loss"] + [f"{n}/loss" for n in objectives_base.enabled(config)])
+        log("step %d/%d | %s | lr %.3g | grad %.3g | %.2f steps/s | MFU %.1f%% | data "
+            "%.3f s/step | skipped %d | ETA %s", done, cfg.steps, losses, metrics["lr"],
+            metrics["grad_norm"], metrics["steps_per_s"], 100 * metrics["mfu"],
+            metrics["data_wait_s"], metrics["skipped_total"], _duration(metrics["eta_s"]))
+        last_time, data_wait, since = time.perf_counter(), 0.0, 0
+
+      if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+        with sharding.activate(mesh, rules):
+          result = evaluate(config, corpus, eval_step, state, batch_sharding)
+        if result:
+          writer.write(done, result)
+          log("step %d val | %s", done, " ".join(
+              f"{k} {v:.4g}" for k, v in result.items()
+              if k.endswith("/loss") or k.startswith("val/retrieval")))
+        last_time = time.perf_counter()  # evaluation time is not training time
+
+      if ckpt.preempted(done):
+        ckpt.save(done, state, train_iter, config, force=True)
+        ckpt.wait()
+        log("preempted: saved step %d, stopping", done)
+        return state
+      ckpt.save(done, state, train_iter, config, force=done == cfg.steps)
+  finally:
+    if tracing:
+      jax.profiler.stop_trace()
+    writer.close()
+    ckpt.close()
+  log("done: %d steps, %d skipped", int(jax.device_get(state.step)),
+      int(jax.device_get(state.skipped)))
+  return state

@@ -1,0 +1,165 @@
+"""The jitted train and eval steps.
+
+    train_step = jit_train_step(make_train_step(config, tx, lr), state_shardings, batch_shardings)
+    state, metrics = train_step(state, batch)        # state donated: updated in place
+
+One train step: the EMA encoder's target on batch["next"] (when an objective needs it),
+loss and gradients of the Pretrainer (over `config.optim.grad_accum` microbatches), the
+optax update, the EMA update, and a guard: when the loss or the gradient norm is not finite,
+parameters, optimizer state and EMA stay as they were, `skipped` counts it, and `step`
+still advances (it counts batches, so the data and the rng stay aligned with it).
+
+Randomness: the key of step s is fold_in(state.rng, s) (microbatch i: fold_in of that, i),
+so a resumed run draws the same masks and dropout as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from xefm_jax.model.xefm import XEFM
+from xefm_jax.objectives import base as objectives_base
+from xefm_jax.objectives.pretrainer import Pretrainer
+from xefm_jax.train.state import TrainState
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+
+def ema_target(config: ml_collections.ConfigDict, ema: PyTree, batch: PyTree) -> PyTree:
+  """The EMA encoder's output on batch["next"], with no gradient (future-state target)."""
+  out = XEFM(config.model).apply({"params": ema}, batch, method=XEFM.encode_next)
+  return jax.lax.stop_gradient(out)
+
+
+def microbatches(batch: PyTree, k: int, batch_sharding: NamedSharding) -> PyTree:
+  """(B, ...) -> (k, B / k, ...) with microbatch i = rows i, i + k, i + 2k, ...
+
+  Strided, not contiguous: every device holds a contiguous block of B / devices rows, so a
+  strided split leaves each microbatch spread over all devices (no data moves), where a
+  contiguous split would put microbatch i on a few devices only.
+  """
+  spec = PartitionSpec(None, *batch_sharding.spec)
+  split = NamedSharding(batch_sharding.mesh, spec)
+
+  def split_one(x):
+    if x.shape[0] % k:
+      raise ValueError(f"batch of {x.shape[0]} does not split into grad_accum={k} microbatches")
+    x = jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+    return jax.lax.with_sharding_constraint(x, split)
+  return jax.tree.map(split_one, batch)
+
+
+def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+                    lr: optax.Schedule, shardings: TrainState,
+                    batch_sharding: NamedSharding) -> Callable[..., tuple[TrainState, Metrics]]:
+  """The step function (not yet jitted): (state, batch) -> (state, metrics)."""
+  pretrainer = Pretrainer(config)
+  needs_target = pretrainer.needs_target
+  k = int(config.optim.grad_accum)
+  decay = float(config.train.ema_decay)
+  impl = config.train.rng_impl
+
+  def loss_fn(params, ema, batch, key):
+    target = ema_target(config, ema, batch) if needs_target else None
+    k_mask, k_drop = jax.random.split(key)
+    return pretrainer.apply({"params": params}, batch, target, train=True,
+                            rngs={"masking": k_mask, "dropout": k_drop})
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def gradients(params, ema, batch, key) -> tuple[PyTree, Metrics]:
+    if k == 1:
+      (_, metrics), grads = grad_fn(params, ema, batch, key)
+      return grads, metrics
+
+    def body(acc, xs):
+      mb, i = xs
+      (_, metrics), grads = grad_fn(params, ema, mb, jax.random.fold_in(key, i))
+      return jax.tree.map(jnp.add, acc, (grads, metrics)), None
+
+    micro = microbatches(batch, k, batch_sharding)
+    shapes = jax.eval_shape(grad_fn, params, ema, jax.tree.map(lambda x: x[0], micro), key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), (shapes[1], shapes[0][1]))
+    # the fp32 accumulator lives on the parameters' shards
+    zeros = (jax.lax.with_sharding_constraint(zeros[0], shardings.params), zeros[1])
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(k)))
+    grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grads, params)
+    return grads, jax.tree.map(lambda m: m / k, metrics)
+
+  def train_step(state: TrainState, batch: PyTree) -> tuple[TrainState, Metrics]:
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=impl), state.step)
+    grads, metrics = gradients(state.params, state.ema, batch, key)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, params["model"])
+
+    def guard(new, old):  # keep the old values where the step is not finite
+      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    skipped = (~finite).astype(jnp.int32)
+    new_state = state.replace(
+        step=state.step + 1, params=guard(params, state.params),
+        opt_state=guard(opt_state, state.opt_state), ema=guard(ema, state.ema),
+        skipped=state.skipped + skipped)
+    metrics = dict(metrics)
+    metrics.update(
+        lr=lr(state.step - state.skipped),  # the rate this update used (optax's own count)
+        grad_norm=grad_norm, param_norm=optax.tree.norm(new_state.params),
+        skipped=skipped.astype(jnp.float32), skipped_total=new_state.skipped)
+    return new_state, metrics
+
+  return train_step
+
+
+def jit_train_step(step_fn: Callable, shardings: TrainState, batch_shardings: PyTree):
+  """jit with explicit shardings; the state (argument 0) is donated: the new state reuses
+  its buffers, so parameters and optimizer state exist once, not twice, in memory."""
+  mesh = jax.tree.leaves(shardings)[0].mesh
+  return jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
+                 out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
+                 donate_argnums=(0,))
+
+
+def make_eval_step(config: ml_collections.ConfigDict) -> Callable[..., dict[str, Any]]:
+  """(params, ema, batch) -> {"metrics": val losses and metrics (no dropout, no masking;
+  the EMA target as in training), "retrieval": {text, window, caption, caption_valid} or
+  absent}.
+
+  The retrieval embeddings are the contrastive objective's `predict` outputs (normalised),
+  present only when it is enabled.
+  """
+  pretrainer = Pretrainer(config)
+  needs_target = pretrainer.needs_target
+  with_retrieval = "contrastive" in objectives_base.enabled(config)
+
+  def both(module, batch, target):
+    loss_metrics = module(batch, target, train=False)
+    return loss_metrics, (module.predict(batch) if with_retrieval else None)
+
+  def eval_step(params, ema, batch):
+    target = ema_target(config, ema, batch) if needs_target else None
+    (_, metrics), predictions = pretrainer.apply({"params": params}, batch, target,
+                                                 method=both)
+    out: dict[str, Any] = {"metrics": metrics}
+    if with_retrieval:
+      p = predictions["contrastive"]
+      out["retrieval"] = {"text": p["text"].astype(jnp.float32),
+                          "window": p["window"].astype(jnp.float32),
+                          "caption": batch["caption"], "caption_valid": batch["caption_valid"]}
+    return out
+  return eval_step
+
+
+def jit_eval_step(eval_fn: Callable, shardings: TrainState, batch_shardings: PyTree):
+  """Outputs replicated: a few scalars and (B, D) embeddings every process can read."""
+  mesh = jax.tree.leaves(shardings)[0].mesh
+  return jax.jit(eval_fn, in_shardings=(shardings.params, shardings.ema, batch_shardings),
+                 out_shardings=NamedSharding(mesh, PartitionSpec()))
