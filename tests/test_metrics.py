@@ -65,3 +65,16 @@ def test_r2_by_hand():
   assert metrics.r2_score(true, true + 0.5) == pytest.approx(1 - 0.75 / 2)
   two = np.stack([true, true * 2], 1)
   assert metrics.r2_score(two, np.stack([true, np.full(3, 4.0)], 1)) == pytest.approx(0.5)
+
+
+def test_r2_from_sums_by_hand():
+  y = np.array([1.0, 2.0, 3.0, 6.0])  # mean 3, ss_tot = 4 + 1 + 0 + 9 = 14
+  pred = np.array([1.0, 3.0, 3.0, 4.0])  # sse = 0 + 1 + 0 + 4 = 5
+  got = metrics.r2_from_sums(4, y.sum(), (y ** 2).sum(), ((y - pred) ** 2).sum())
+  assert got == pytest.approx(1 - 5 / 14)
+  assert got == pytest.approx(metrics.r2_score(y, pred))
+  # summing the sums of two halves gives the same number (how the eval pools windows)
+  halves = [(2, y[:2].sum(), (y[:2] ** 2).sum(), ((y - pred)[:2] ** 2).sum()),
+            (2, y[2:].sum(), (y[2:] ** 2).sum(), ((y - pred)[2:] ** 2).sum())]
+  assert metrics.r2_from_sums(*np.sum(halves, 0)) == pytest.approx(got)
+  assert np.isnan(metrics.r2_from_sums(3, 3.0, 3.0, 0.0))  # constant y

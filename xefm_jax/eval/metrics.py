@@ -107,3 +107,10 @@ def r2_score(true: np.ndarray, pred: np.ndarray) -> float:
   with np.errstate(divide="ignore", invalid="ignore"):
     r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
   return float(r2.mean())
+
+
+def r2_from_sums(count: float, total: float, squares: float, sse: float) -> float:
+  """R^2 of pooled elements from running sums: n, sum y, sum y^2 and the sum of squared
+  errors (so a large reconstruction never has to be held at once); NaN when y is constant."""
+  sst = squares - total * total / max(count, 1.0)
+  return float(1.0 - sse / sst) if sst > 0 else float("nan")

@@ -1,0 +1,135 @@
+"""The evaluation suite (../shared/EVAL_SUITE.md) as a table: every task is a config entry.
+
+    python launch/eval.py --config=configs/eval.py --workdir runs/local [--checkpoint STEP]
+    configs/eval.py:quick   fewer windows and no MLP probes (tests, notebooks)
+
+A task names its evaluator (xefm_jax/eval/evaluators/<kind>.py), its target (a key of
+xefm_jax/eval/targets.py's `window_targets`, or `handcrafted:<modalities>` for a fixed
+target made of baseline statistics), its input variant(s) (xefm_jax/eval/variants.py) and
+its metric. Adding a task is one entry here; adding a kind of task is one evaluator file.
+Every task is scored for three feature sets: the checkpoint ("model"), hand-crafted window
+statistics ("handcrafted", baseline a) and a fresh init of the same config ("random_init",
+baseline b), with the same probe fitted on train, chosen on val, scored once on test.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Modality groups of the contracts (the model's modality names).
+MOTION = ("pose", "mocap", "imu")  # motion + IMU + camera pose
+VISUAL = ("video", "depth")
+
+
+def _task(evaluator: str, target: str, inputs: tuple[str, ...], metric: str,
+          higher_is_better: bool = True, probes: tuple[str, ...] = ("linear", "mlp"),
+          **extra) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      evaluator=evaluator, target=target, inputs=inputs, metric=metric,
+      higher_is_better=higher_is_better, probes=probes, **extra))
+
+
+def tasks() -> ml_collections.ConfigDict:
+  """The 12 window tasks of the public task-suite contracts."""
+  t = ml_collections.ConfigDict(sort_keys=False)  # the contracts' order
+  t.timeline_action = _task("classify", "action", ("full",), "macro_f1")
+  t.timeline_subtask = _task("classify", "subtask", ("full",), "macro_f1")
+  t.transition_detection = _task("classify", "transition", ("full",), "macro_f1")
+  t.next_action = _task("classify", "next_action", ("full",), "macro_f1")
+  # both hands' 21 joints over the next 10 frames, metres; a probe per feature set
+  t.hand_trajectory_forecast = _task("regress", "hands_future", ("full",), "mpjpe",
+                                     higher_is_better=False)
+  t.contact_prediction = _task("classify", "contact", ("full",), "macro_f1")
+  t.object_relevance = _task("multilabel", "objects", ("full",), "micro_f1")
+  # a sentence (fixed TF-IDF of its words) -> its window among the test windows; a ridge
+  # map takes the window side into the text space; windows with the same sentence count
+  t.caption_grounding = _task("retrieval", "caption", ("full",), "mrr", probes=("linear",),
+                              query="text", pool=0)
+  # motion side -> its visual side among `pool` random test windows (0: all of them)
+  t.cross_modal_retrieval = _task("retrieval", "window", ("motion", "visual"), "r@5",
+                                  probes=("linear",), query="motion", pool=100)
+  # motion side -> a FIXED target (hand-crafted depth and video statistics of the window),
+  # so scores compare across feature sets
+  t.modality_reconstruction = _task("regress", "handcrafted:depth,video", ("motion",), "r2",
+                                    probes=("linear",))
+  # windows t and t + W (W = the window's frames), in order or swapped (seeded)
+  t.temporal_order = _task("pairs", "order", ("full",), "f1", offset="window")
+  # motion side of t with the visual side of t, or of t + 8 windows (seeded); positive =
+  # misaligned
+  t.misalignment_detection = _task("pairs", "misaligned", ("motion", "visual"), "f1",
+                                   offset="8_windows")
+  return t
+
+
+def extensions() -> ml_collections.ConfigDict:
+  """The four extension probes."""
+  t = ml_collections.ConfigDict(sort_keys=False)
+  t.motion_intensity = _task("regress", "motion_intensity", ("full",), "r2")
+  t.multi_view_retrieval = _task("retrieval", "window", ("view_a", "view_b"), "r@5",
+                                 probes=("linear",), query="view_a", pool=100)
+  t.action_phase = _task("regress", "action_phase", ("full",), "r2")
+  t.ego_motion_forecast = _task("regress", "ego_future", ("full",), "ade@2s",
+                                higher_is_better=False)
+  return t
+
+
+def variants() -> ml_collections.ConfigDict:
+  """Input variants: which modalities (and camera views) a task's window side keeps.
+
+  "full" leaves out language: a window's caption names its action and objects, so it
+  would leak the labels. Views of view_a / view_b are the multi-view pair.
+  """
+  v = ml_collections.ConfigDict()
+  v.full = dict(modalities=("video", "audio", "depth", "pose", "mocap", "imu"))
+  v.with_language = dict(modalities=("video", "audio", "depth", "pose", "mocap", "imu",
+                                     "language"))
+  v.motion = dict(modalities=MOTION)
+  v.visual = dict(modalities=VISUAL)
+  v.view_a = dict(modalities=("video",), views=("stereo_left",))
+  v.view_b = dict(modalities=("video",), views=("fisheye_cam0",))
+  return v
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # pair sampling, random views, MLP probes, retrieval pools
+  c.random_init_seed = 1234  # baseline (b): a fresh init of the run's config
+  c.batch_size = 64  # windows per forward pass (global; padded to a multiple of devices)
+  # Windows: the run's window (frames, sizes) with 40 future frames (ego-motion 2 s), no
+  # next window; stride = max(1, frames // 4) (EVAL_SUITE's 20 frames at stride 5, scaled).
+  # A split with more than max_windows windows is read at a larger stride (up to W, which
+  # keeps every pair task's partner window), then with fewer episodes.
+  c.future = 40
+  c.max_windows = ml_collections.ConfigDict(dict(train=2000, val=600, test=600))
+  c.splits = ml_collections.ConfigDict(dict(fit="train", select="val", score="test"),
+                                       sort_keys=False)
+  c.feature_sets = ("model", "handcrafted", "random_init")
+  c.variants = variants()
+  c.tasks = tasks()
+  c.extensions = extensions()
+  # Probes (xefm_jax/eval/probes.py): small grids, chosen on val.
+  c.probe = ml_collections.ConfigDict(dict(
+      linear_c=(0.1, 1.0), ridge_alpha=(1.0, 10.0, 100.0), mlp_alpha=(1e-3,),
+      mlp_hidden=128, mlp_max_iter=200, max_train=4000))
+  # Missing-modality robustness: each modality dropped in turn from every task input that
+  # has it (and more than it), and a random half of the camera views dropped; the probes
+  # fitted on full inputs are applied unchanged.
+  c.robustness = ml_collections.ConfigDict(dict(
+      drop=("video", "audio", "depth", "pose", "mocap", "imu"), random_views=True))
+  # The pretraining protocol's extras (model heads only).
+  c.protocol = ml_collections.ConfigDict(dict(
+      ego_horizons_s=(0.5, 1.0, 2.0), hand_horizon=10, retrieval_ks=(1, 5, 10),
+      reconstruct=ml_collections.ConfigDict(dict(depth="motion", video="motion"))))
+  c.figures = True
+  c.progress = True
+
+  if arg == "quick":  # tests and notebooks: small and linear
+    c.batch_size = 32
+    c.max_windows.update(train=400, val=160, test=160)
+    for table in (c.tasks, c.extensions):
+      for name in table:
+        table[name].probes = ("linear",)
+    c.probe.update(linear_c=(1.0,), ridge_alpha=(10.0,))
+  elif arg:
+    raise ValueError(f"configs/eval.py: unknown variant {arg!r} (have: quick)")
+  return c

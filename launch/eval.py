@@ -1,0 +1,74 @@
+"""Evaluate a training run: every checkpoint (or one) through the suite of EVAL_SUITE.md.
+
+    python launch/eval.py --config=configs/eval.py --workdir runs/local [--checkpoint STEP]
+
+--checkpoint: a step, `latest` (the default: what a finished run is judged by) or `all`
+(every complete checkpoint, oldest first). Writes DIR/eval/<step>/report.json, report.md
+and figures; a step whose report.json exists is skipped (--force redoes it), so an
+interrupted `all` job resumes where it stopped. Embeddings
+are cached per split in DIR/eval/<step>/embeddings/ and the baselines (hand-crafted
+statistics, a random init of the run's config) once per run in DIR/eval/baselines/.
+The run's own config (saved with its checkpoints) decides the model, the mesh and the
+window; the eval config decides the tasks, probes and seeds.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from xefm_jax.eval import checkpoints
+from xefm_jax.eval import report as report_lib
+from xefm_jax.eval import suite
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "A step, `latest` or `all`.")
+_SHARDS = flags.DEFINE_string("shards", None, "The corpus, if not where the run had it.")
+_FORCE = flags.DEFINE_bool("force", False, "Re-evaluate steps that have a report.")
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  steps = checkpoints.steps(_WORKDIR.value)
+  which = _CHECKPOINT.value
+  if not steps:
+    raise app.UsageError(f"{_WORKDIR.value}: no complete checkpoint to evaluate")
+  if which == "latest":
+    steps = steps[-1:]
+  elif which != "all":
+    if not which.isdigit() or int(which) not in steps:
+      raise app.UsageError(f"--checkpoint={which}: not a complete checkpoint of "
+                           f"{_WORKDIR.value} (have {steps}; or `latest`, `all`)")
+    steps = [int(which)]
+  run = suite.open_run(_WORKDIR.value, steps[-1] if steps else None, _SHARDS.value)
+  show = cfg.progress and jax.process_index() == 0
+  written = []
+  for step in tqdm(steps, desc="checkpoints", unit="ckpt", disable=not show):
+    out_dir = run.eval_dir / str(step)
+    if report_lib.load(out_dir) is not None and not _FORCE.value:
+      logging.info("step %d: %s exists, skipped", step, out_dir / report_lib.REPORT_JSON)
+      written.append(out_dir / report_lib.REPORT_JSON)
+      continue
+    t0 = time.perf_counter()
+    report, artifacts = suite.evaluate(run, step, cfg, out_dir, progress=cfg.progress)
+    path = suite.write(run, report, artifacts, cfg, out_dir)
+    written.append(path)
+    s = report["summary"]
+    logging.info("step %d evaluated in %.1f s: the model beats both baselines on %d of %d "
+                 "tasks", step, time.perf_counter() - t0, s["tasks_model_beats_both"],
+                 s["tasks"])
+  if jax.process_index() == 0:
+    for path in written:
+      print(f"eval report: {path} ({path.with_name(report_lib.REPORT_MD)})")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,378 @@
+"""The evaluation suite: evaluators on features whose answer is known, input variants, the
+frozen encoder against the model, session splits, and an end-to-end eval of a tiny run."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import eval as eval_configs
+from configs import local
+from model_helpers import host_params
+from xefm_jax.data import spec as spec_lib
+from xefm_jax.data import splits as splits_lib
+from xefm_jax.data import source as source_lib
+from xefm_jax.eval import embed
+from xefm_jax.eval import encode
+from xefm_jax.eval import evaluators
+from xefm_jax.eval import handcrafted
+from xefm_jax.eval import probes
+from xefm_jax.eval import report as report_lib
+from xefm_jax.eval import suite
+from xefm_jax.eval import variants as variants_lib
+from xefm_jax.model.xefm import XEFM
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CFG = eval_configs.get_config("quick")
+GRID = probes.Grid(linear_c=(1.0,), ridge_alpha=(0.1,), mlp_alpha=(1e-3,), mlp_hidden=32,
+                   mlp_max_iter=300)
+EPISODES, PER_EPISODE = 6, 60  # windows at stride 1 (frames)
+
+
+def _store(rng, features: dict, targets: dict, seed_offset=0) -> embed.Store:
+  n = EPISODES * PER_EPISODE
+  arrays = {"meta/episode": np.repeat(np.arange(EPISODES) + 100 * seed_offset, PER_EPISODE),
+            "meta/start": np.tile(np.arange(PER_EPISODE), EPISODES)}
+  arrays.update({f"targets/{k}": v for k, v in targets.items()})
+  arrays.update({f"features/{fs}/{v}": x for (fs, v), x in features.items()})
+  assert all(len(a) == n for a in arrays.values())
+  return embed.Store(arrays)
+
+
+def _data(make) -> evaluators.Data:
+  """make(rng, split index) -> (features, targets) of one split."""
+  stores = [_store(np.random.default_rng(i), *make(np.random.default_rng(i), i), i)
+            for i in range(3)]
+  return evaluators.Data(*stores, grid=GRID, seed=0, window=4, base_stride=1, fps=20.0)
+
+
+def _score(task, data, fs="model"):
+  ev = evaluators.get(task.evaluator)
+  return ev.score(task, data, fs, ev.fit(task, data, fs))
+
+
+N = EPISODES * PER_EPISODE
+
+
+# ------------------------------------------------------------------ evaluators: known answers
+
+
+def test_classify_scores_one_for_label_features_and_chance_for_noise():
+  task = CFG.tasks.timeline_action.copy_and_resolve_references()
+
+  def make(rng, _):
+    y = rng.integers(0, 5, N)
+    y[::17] = -1  # unlabelled windows take no part
+    onehot = np.eye(5)[np.maximum(y, 0)] * 3 + 0.01 * rng.normal(size=(N, 5))
+    return {("model", "full"): onehot, ("handcrafted", "full"): rng.normal(size=(N, 5))}, {
+        "action": y}
+  data = _data(make)
+  good, noise = _score(task, data, "model"), _score(task, data, "handcrafted")
+  assert good["macro_f1"] == 1.0 and good["windows"] == np.sum(data.test.target("action") >= 0)
+  assert noise["macro_f1"] < 0.4  # chance is 0.2
+
+
+def test_multilabel_and_binary_targets():
+  objects, contact = CFG.tasks.object_relevance, CFG.tasks.contact_prediction
+
+  def make(rng, _):
+    y = rng.random((N, 6)) < 0.3
+    c = rng.random(N) < 0.5
+    return {("model", "full"): np.concatenate([y * 2.0, c[:, None] * 2.0], 1),
+            ("handcrafted", "full"): rng.normal(size=(N, 7))}, {"objects": y, "contact": c}
+  data = _data(make)
+  assert _score(objects, data)["micro_f1"] == 1.0
+  assert _score(contact, data)["macro_f1"] == 1.0
+  assert _score(objects, data, "handcrafted")["micro_f1"] < 0.45
+  assert _score(contact, data, "handcrafted")["macro_f1"] < 0.65
+
+
+def test_regression_recovers_linear_targets_and_masks_missing_entries():
+  tasks = CFG.tasks.copy_and_resolve_references()
+  ext = CFG.extensions.copy_and_resolve_references()
+  w_hands = np.random.default_rng(7).normal(size=(8, 10 * 2 * 21 * 3)) * 0.05
+  w_ego = np.random.default_rng(8).normal(size=(8, 40 * 3)) * 0.3
+
+  def make(rng, _):
+    x = rng.normal(size=(N, 8))
+    hands = (x @ w_hands).reshape(N, 10, 2, 21, 3)
+    hv = rng.random((N, 10, 2)) < 0.7
+    hands[~hv] = 99.0  # garbage where untracked: must neither be fitted nor scored
+    ego_valid = np.ones((N, 40), bool)
+    ego_valid[::5, 30:] = False
+    return {("model", "full"): x, ("handcrafted", "full"): rng.normal(size=(N, 8))}, {
+        "hands_future": hands, "hands_future_valid": hv,
+        "ego_future": (x @ w_ego).reshape(N, 40, 3), "ego_future_valid": ego_valid,
+        "motion_intensity": x @ np.arange(8.0), "action_phase": np.where(
+            np.arange(N) % 7 == 0, np.nan, np.tanh(x[:, 0]))}
+  data = _data(make)
+  assert _score(tasks.hand_trajectory_forecast, data)["mpjpe"] < 5e-3
+  ego = _score(ext.ego_motion_forecast, data)
+  assert ego["ade@2s"] < 1e-3 and ego["fde@0.5s"] < 1e-3
+  assert _score(ext.motion_intensity, data)["r2"] > 0.999
+  assert _score(ext.action_phase, data)["r2"] > 0.5
+  assert _score(ext.motion_intensity, data, "handcrafted")["r2"] < 0.1
+
+
+def test_window_retrieval_finds_a_linear_image_and_noise_is_near_chance():
+  task = CFG.tasks.cross_modal_retrieval
+  rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(12, 12)))[0]
+
+  def make(rng, _):
+    q = rng.normal(size=(N, 12))
+    return {("model", "motion"): q, ("model", "visual"): q @ rotation,
+            ("handcrafted", "motion"): q, ("handcrafted", "visual"): rng.normal(size=(N, 12))
+            }, {}
+  data = _data(make)
+  good = _score(task, data)
+  assert good["r@1"] == 1.0 and good["pool"] == task.pool
+  assert _score(task, data, "handcrafted")["r@5"] < 3 * good["chance_r@5"]
+
+
+def test_caption_grounding_with_bag_of_words_features_is_perfect():
+  task = CFG.tasks.caption_grounding
+  sentences = np.random.default_rng(5).integers(4, 30, size=(12, 6))
+  sentences[:, 0] = spec_lib.BOS_ID
+
+  def make(rng, _):
+    which = rng.integers(0, len(sentences), N)
+    ids = sentences[which]
+    bow = np.stack([np.bincount(r, minlength=30) for r in ids]).astype(float)
+    valid = rng.random(N) < 0.9
+    return {("model", "full"): bow, ("handcrafted", "full"): rng.normal(size=(N, 30))}, {
+        "caption": ids, "caption_valid": valid}
+  data = _data(make)
+  good = _score(task, data)
+  assert good["mrr"] == 1.0 and good["sentences"] == 12
+  assert _score(task, data, "handcrafted")["mrr"] < 0.6
+
+
+def test_pairs_temporal_order_and_misalignment():
+  order, shift = CFG.tasks.temporal_order, CFG.tasks.misalignment_detection
+
+  def make(rng, _):
+    t = np.tile(np.arange(PER_EPISODE), EPISODES)[:, None] / 10.0
+    noise = rng.normal(size=(N, 3))
+    return {("model", "full"): np.concatenate([t, noise], 1),
+            ("model", "motion"): t + 0.001 * noise[:, :1],
+            ("model", "visual"): t + 0.001 * noise[:, 1:2],
+            ("handcrafted", "full"): noise, ("handcrafted", "motion"): noise[:, :1],
+            ("handcrafted", "visual"): noise[:, 1:]}, {}
+  data = _data(make)
+  got = _score(order, data)
+  assert got["f1"] == 1.0 and got["pairs"] == EPISODES * (PER_EPISODE - 4)
+  assert _score(shift, data)["f1"] == 1.0
+  assert _score(order, data, "handcrafted")["f1"] < 0.75
+  assert _score(shift, data, "handcrafted")["f1"] < 0.75
+
+
+def test_robustness_swaps_the_input_and_subsets_select_rows():
+  task = CFG.tasks.timeline_action
+
+  def make(rng, _):
+    y = rng.integers(0, 3, N)
+    x = np.eye(3)[y] * 3
+    return {("model", "full"): x, ("model", "full-video"): np.zeros_like(x)}, {"action": y}
+  data = _data(make)
+  ev = evaluators.get("classify")
+  fitted = ev.fit(task, data, "model")
+  assert ev.score(task, data, "model", fitted)["macro_f1"] == 1.0
+  dropped = ev.score(task, data, "model", fitted, swap={"full": "full-video"})
+  assert dropped["macro_f1"] < 0.5
+  half = ev.score(task, data, "model", fitted, rows=np.arange(N) < N // 2)
+  assert half["windows"] == N // 2
+
+
+# ------------------------------------------------------------------------------ variants
+
+
+def test_variants_mask_what_they_remove():
+  s = spec_lib.WindowSpec(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,
+                          next_window=False)
+  batch = spec_lib.fake_batch(s, 6)
+  bases = variants_lib.base_variants(CFG, ("audio", "depth", "imu", "language", "mocap",
+                                           "pose", "video"))
+  full = variants_lib.apply(bases["full"], batch, s.views, 0)
+  assert not full["caption_valid"].any() and not full["caption"].any()
+  assert np.array_equal(full["video"], batch["video"])
+  motion = variants_lib.apply(bases["motion"], batch, s.views, 0)
+  assert not motion["video_valid"].any() and not motion["depth"].any()
+  assert np.array_equal(motion["imu"], batch["imu"])
+  assert np.allclose(motion["pose"], batch["pose"])
+  visual = variants_lib.apply(bases["visual"], batch, s.views, 0)
+  assert np.allclose(visual["pose"], np.eye(4)) and not visual["pose_valid"].any()
+  view = variants_lib.apply(bases["view_a"], batch, s.views, 0)
+  assert view["video_valid"].sum(1).tolist() == [1] * 6
+  assert view["video_valid"][:, s.views.index("stereo_left")].all()
+  derived = variants_lib.robustness_variants(bases["full"], CFG.robustness.drop, True)
+  assert set(derived) == {f"full-{m}" for m in CFG.robustness.drop} | {"full~views"}
+  assert derived["full-imu"].dropped == ("imu",) and derived["full-imu"].base == "full"
+  assert variants_lib.robustness_variants(bases["view_a"], CFG.robustness.drop, True) == {}
+  rv = variants_lib.apply(derived["full~views"], batch, s.views, 0)
+  assert (rv["video_valid"].sum(1) == 3).all()  # half of six present views
+  again = variants_lib.apply(derived["full~views"], batch, s.views, 0)
+  assert np.array_equal(rv["video_valid"], again["video_valid"])  # seeded by the window
+
+
+def test_handcrafted_features_of_a_variant_are_those_of_its_masked_window():
+  s = spec_lib.WindowSpec(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,
+                          next_window=False)
+  batch = spec_lib.fake_batch(s, 5)
+  batch["video_valid"][1, 2] = False
+  batch["video"][1, 2] = 0  # the pipeline zeroes a missing view
+  bases = variants_lib.base_variants(CFG, ("audio", "depth", "imu", "language", "mocap",
+                                           "pose", "video"))
+  derived = variants_lib.robustness_variants(bases["full"], CFG.robustness.drop, True)
+  blocks = embed._HandcraftedBlocks(batch, s.views, 0, 100)
+  for v in (bases["full"], bases["view_a"], bases["motion"], derived["full~views"],
+            derived["full-video"], derived["full-imu"]):
+    masked = variants_lib.apply(v, batch, s.views, 0)
+    want = np.concatenate([getattr(handcrafted, m)(masked) for m in v.universe], -1)
+    np.testing.assert_allclose(blocks.features(v), want, rtol=1e-6, atol=1e-6)
+
+
+def test_frozen_encoder_equals_the_model_with_masks():
+  c = local.get_config("tiny")
+  s = spec_lib.WindowSpec.from_config(c.data)
+  batch = spec_lib.fake_batch(s, 3)
+  model = XEFM(c.model)
+  variables = host_params(model, batch)
+  names = ("audio", "depth", "imu", "language", "mocap", "pose", "video")
+  # a subset of the modalities (pose, mocap, imu, video) and of the views (two of six)
+  mods, views = ("imu", "mocap", "pose", "video"), (1, 4)
+  batch["video_valid"] = np.broadcast_to(np.isin(np.arange(6), views), (3, 6)).copy()
+  drop = {n: np.full(3, n not in mods) for n in names}
+  want = jax.jit(lambda v, b, d: model.apply(v, b, drop=d).embedding)(variables, batch, drop)
+  got = jax.jit(lambda v, b, d: encode.FrozenEncoder(c.model, mods, 6).apply(
+      v, b, d, np.asarray(views, np.int32)))(variables, batch, {n: drop[n] for n in mods})
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- session splits
+
+
+class _FakeCorpus:
+  def __init__(self, episodes):
+    self.root, self.episodes = pathlib.Path("fake"), episodes
+
+  def split_episodes(self, split):
+    return [i for i, e in enumerate(self.episodes) if e["split"] == split]
+
+
+def test_no_session_is_on_two_sides_of_any_split(shard_corpus):
+  corpus = source_lib.Corpus(shard_corpus)
+  counts = suite.check_sessions(corpus, dict(CFG.splits))
+  sessions = {role: {e["session"] for e in corpus.episodes if e["split"] == c["split"]}
+              for role, c in counts.items()}
+  roles = list(sessions)
+  for i, a in enumerate(roles):
+    for b in roles[i + 1:]:
+      assert not sessions[a] & sessions[b], (a, b)
+  # held-out activities and objects: every session with one goes to the held-out split
+  facts = [splits_lib.EpisodeFacts(f"s{s}/ep{k}", f"s{s}", activity=f"act{s % 4}",
+                                   objects=frozenset({f"obj{s % 3}"}))
+           for s in range(12) for k in range(2)]
+  spec = splits_lib.SplitSpec(holdout_activities=("act1",), holdout_objects=("obj2",))
+  assignment = splits_lib.assign_splits(facts, spec)
+  fake = _FakeCorpus([{"session": f.session, "split": assignment[f.episode]} for f in facts])
+  suite.check_sessions(fake, dict(CFG.splits))
+  held = {f.session for f in facts if f.activity == "act1" or "obj2" in f.objects}
+  assert all(e["split"] == splits_lib.HELDOUT_SPLIT for e in fake.episodes
+             if e["session"] in held)
+  fake.episodes[0] = {"session": fake.episodes[1]["session"],
+                      "split": "val" if fake.episodes[1]["split"] != "val" else "train"}
+  with pytest.raises(ValueError, match="is in splits"):
+    suite.check_sessions(fake, dict(CFG.splits))
+
+
+def test_generalization_subsets_come_from_the_split_spec():
+  class Labels:
+    tasks, objects = ("cook", "fold", "water"), ("cup", "shirt", "can")
+  corpus = type("C", (), {"labels": Labels, "manifest": {"splits": {"spec": {
+      "holdout_activities": ["water"], "holdout_objects": ["can"]}}}})()
+  test = embed.Store({"meta/episode": np.array([0, 0, 1, 1, 2]),
+                      "targets/task": np.array([0, 0, 2, 2, 1]),
+                      "targets/objects": np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0],
+                                                   [0, 1, 0], [0, 0, 0]], bool)})
+  subsets = suite._subsets(corpus, test)
+  assert subsets["heldout_activities"].tolist() == [False, False, True, True, False]
+  assert subsets["seen_activities"].tolist() == [True, True, False, False, True]
+  assert subsets["heldout_objects"].tolist() == [True, True, False, False, False]  # episode 0
+  corpus.manifest = {"splits": {"spec": {}}}
+  assert isinstance(suite._subsets(corpus, test)["heldout_objects"], str)  # why: none
+
+
+def test_selection_keeps_pair_partners(shard_corpus):
+  corpus = source_lib.Corpus(shard_corpus)
+  data_cfg = embed.data_config(local.get_config("tiny").data, CFG, 8)
+  full = embed.select(corpus, "train", data_cfg, 10_000)
+  small = embed.select(corpus, "train", data_cfg, len(full.indices) // 3)
+  assert full.stride == data_cfg.window_stride == 1
+  assert data_cfg.frames % small.stride == 0 and 8 % small.stride == 0
+  assert set(small.indices) <= set(full.indices)
+  few = embed.select(corpus, "train", data_cfg, 50)  # whole episodes thinned out
+  assert 0 < len(few.indices) <= 50 and few.stride == data_cfg.frames
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+# 2 devices (a mesh other than training's 8), and CPU collectives that wait for starved
+# device threads instead of aborting after 40 s on a loaded machine
+EVAL_ENV_DEVICES = ("--xla_force_host_platform_device_count=2 "
+                    "--xla_cpu_collective_call_terminate_timeout_seconds=900")
+
+
+@pytest.mark.xdist_group("reference_run")  # see test_train.REFERENCE_RUN
+def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, tmp_path):
+  """launch/eval.py (the README's command, quick config) on a copy of the tiny run's last
+  two checkpoints: every checkpoint evaluated, then the default (latest) finds its report
+  and skips."""
+  workdir = tmp_path / "run"
+  for step in (6, 8):
+    shutil.copytree(reference / "checkpoints" / str(step), workdir / "checkpoints" / str(step))
+  env = dict(train_env)
+  env["XLA_FLAGS"] = env["XLA_FLAGS"].replace(  # restored onto another mesh than training's
+      "--xla_force_host_platform_device_count=8", EVAL_ENV_DEVICES)
+  cmd = [sys.executable, "launch/eval.py", "--config=configs/eval.py:quick",
+         f"--workdir={workdir}", "--config.progress=false"]
+  out = subprocess.run(cmd + ["--checkpoint=all"], cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)  # latest
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "skipped" in again.stderr
+  assert (workdir / "eval" / "baselines" / "scores.json").is_file()
+  stdout = out.stdout
+  steps = sorted(int(p.name) for p in (workdir / "eval").iterdir() if p.name.isdigit())
+  assert steps == [6, 8]  # every checkpoint of the run
+  out_dir = workdir / "eval" / str(steps[-1])
+  assert f"eval report: {out_dir / 'report.json'}" in stdout
+  report = json.loads((out_dir / "report.json").read_text())
+  assert list(report["tasks"]) == list(CFG.tasks)  # the 12, in the contracts' order
+  assert len(report["tasks"]) == 12 and len(report["extensions"]) == 4
+  for table in ("tasks", "extensions"):
+    for name, entry in report[table].items():
+      for fs in ("model", "handcrafted", "random_init"):
+        assert fs in entry and entry["probe"][fs], (name, fs)
+      assert isinstance(entry["beats_both"], bool)
+  assert report["summary"]["tasks"] == 12
+  for extra in ("structured_generation", "text_window_retrieval", "forecasting",
+                "reconstruction", "robustness", "generalization"):
+    assert extra in report["protocol"], extra
+  assert 0.0 <= report["protocol"]["structured_generation"]["json_validity_rate"] <= 1.0
+  assert "drop video" in report["protocol"]["robustness"]["timeline_action"]["model"]
+  assert report["protocol"]["generalization"]["heldout_activities"]["available"] is False
+  md = (out_dir / "report.md").read_text()
+  assert "beats both baselines on" in md and "timeline_action" in md
+  for name in report["figures"]:
+    assert (out_dir / name).read_bytes()[:4] == b"\x89PNG"
+  assert {"confusion_timeline_action.png", "robustness.png"} <= set(report["figures"])
+  assert report_lib.verdict({"model": 1.0, "handcrafted": 0.5, "random_init": 0.9,
+                             "higher_is_better": True}) == "wins"
+

@@ -1,0 +1,42 @@
+"""Multi-label classification of a window (the relevant-object set): one logistic regression
+per label (or one MLP with a sigmoid per label); micro-F1 over (window, label) pairs.
+
+Labels constant over the train split are predicted as that constant (nothing to fit).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from xefm_jax.eval import metrics
+from xefm_jax.eval import probes
+from xefm_jax.eval.evaluators import base
+
+
+@base.register("multilabel")
+class MultiLabel(base.Evaluator):
+
+  def fit(self, task, data: base.Data, feature_set: str) -> probes.Probe:
+    rows = base.train_rows(data, np.ones(len(data.train), bool))
+    y_tr = data.train.target(task.target).astype(np.int64)[rows]
+    y_va = data.val.target(task.target).astype(np.int64)
+    x_tr = base.features(data.train, feature_set, task.inputs[0])[rows]
+    x_va = base.features(data.val, feature_set, task.inputs[0])
+    return probes.fit("multilabel", x_tr, y_tr, x_va, y_va, metrics.multilabel_micro_f1,
+                      task.higher_is_better, kinds=tuple(task.probes), seed=data.seed,
+                      grid=data.grid)
+
+  def score(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
+            swap: Optional[Mapping[str, str]] = None,
+            rows: Optional[np.ndarray] = None) -> dict[str, Any]:
+    ok = base.test_mask(data.test, rows)
+    if not ok.any():
+      return {task.metric: float("nan"), "windows": 0}
+    y = data.test.target(task.target).astype(np.int64)[ok]
+    pred = np.asarray(fitted.predict(base.features(data.test, feature_set, task.inputs[0],
+                                                   swap)[ok])).astype(np.int64)
+    return {"micro_f1": metrics.multilabel_micro_f1(y, pred),
+            "predicted_per_window": float(pred.sum(1).mean()),
+            "true_per_window": float(y.sum(1).mean()), "windows": int(ok.sum())}

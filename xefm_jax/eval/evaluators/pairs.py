@@ -1,0 +1,81 @@
+"""Pairs of windows: temporal order and misalignment, by a probe on both windows' features.
+
+  target "order"       windows t and t + W of one episode (W = the window's frames: the
+                       adjacent, non-overlapping window), presented in order or swapped
+                       (a seeded coin per pair); input [first, second, second - first] of
+                       variant inputs[0]; label 1 = in order; F1 of "in order".
+  target "misaligned"  the motion side (inputs[0]) of window t with the visual side
+                       (inputs[1]) of t, or of the window 8 eval strides later (a seeded
+                       coin per window); input [motion, visual]; label 1 = misaligned;
+                       F1 of "misaligned".
+Only windows whose partner is among the split's windows take part. The coins depend on the
+seed and the split's name, so every feature set sees the same pairs and labels.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from xefm_jax.eval import metrics
+from xefm_jax.eval import probes
+from xefm_jax.eval.evaluators import base
+from xefm_jax.eval.evaluators import classify
+
+
+def partners(store, offset: int) -> np.ndarray:
+  """(N,) row of the window `offset` frames later in the same episode, -1 where absent."""
+  ep, start = store.arrays["meta/episode"], store.arrays["meta/start"]
+  where = {(int(e), int(s)): i for i, (e, s) in enumerate(zip(ep, start))}
+  return np.array([where.get((int(e), int(s) + offset), -1) for e, s in zip(ep, start)])
+
+
+def offset_frames(task, data: base.Data) -> int:
+  return data.window if task.offset == "window" else 8 * data.base_stride
+
+
+def pairs(task, data: base.Data, split: str, feature_set: str,
+          swap: Optional[Mapping[str, str]] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(inputs (P, F), labels (P,), anchor rows (P,)) of a split."""
+  store = data.split(split)
+  other = partners(store, offset_frames(task, data))
+  rows = np.flatnonzero(other >= 0)
+  coin = np.random.default_rng([data.seed, zlib.crc32(f"{task.target}:{split}".encode())]
+                               ).random(len(store)) < 0.5
+  coin = coin[rows]
+  if task.target == "order":
+    x = base.features(store, feature_set, task.inputs[0], swap)
+    a, b = x[rows], x[other[rows]]
+    first, second = np.where(coin[:, None], b, a), np.where(coin[:, None], a, b)
+    return np.concatenate([first, second, second - first], 1), (~coin).astype(int), rows
+  motion = base.features(store, feature_set, task.inputs[0], swap)
+  visual = base.features(store, feature_set, task.inputs[1], swap)
+  seen = np.where(coin[:, None], visual[other[rows]], visual[rows])
+  return np.concatenate([motion[rows], seen], 1), coin.astype(int), rows
+
+
+@base.register("pairs")
+class Pairs(base.Evaluator):
+
+  def fit(self, task, data: base.Data, feature_set: str) -> probes.Probe:
+    x_tr, y_tr, _ = pairs(task, data, "train", feature_set)
+    x_va, y_va, _ = pairs(task, data, "val", feature_set)
+    keep = base.train_rows(data, np.ones(len(y_tr), bool))
+
+    def score(y_true, y_pred):
+      return metrics.binary_f1(y_true, y_pred) if len(y_true) else 0.0
+    return probes.fit("classify", x_tr[keep], y_tr[keep], x_va, y_va, score, True,
+                      kinds=tuple(task.probes), seed=data.seed, grid=data.grid)
+
+  def score(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
+            swap: Optional[Mapping[str, str]] = None,
+            rows: Optional[np.ndarray] = None) -> dict[str, Any]:
+    x, y, anchors = pairs(task, data, "test", feature_set, swap)
+    ok = base.test_mask(data.test, rows)[anchors]
+    if not ok.any():
+      return {task.metric: float("nan"), "pairs": 0}
+    out: dict[str, Any] = classify.scores(y[ok], fitted.predict(x[ok]), binary=True)
+    out["pairs"] = int(ok.sum())
+    return out

@@ -1,0 +1,171 @@
+"""Retrieval: a query side -> its candidate among test windows, by cosine similarity.
+
+  target "window"   query = features of variant inputs[0] (e.g. the motion side), candidate
+                    = features of inputs[1] of the same window (the visual side, another
+                    camera view); a ridge map fitted on train takes the query into the
+                    candidates' standardised space. Exactly one relevant candidate.
+  target "caption"  query = a sentence as a fixed TF-IDF vector of its words (IDF from the
+                    train captions; the same for every feature set), candidate = the window
+                    side (inputs[0]) mapped into that space by a ridge probe; every test
+                    window with the same sentence is relevant; queries are the distinct
+                    sentences.
+Ranks are pessimistic on ties (metrics.retrieval_ranks). With `pool` > 0 the test windows
+are split into random groups of `pool` (seeded) and each query ranks only its own group's
+candidates (chance top-5 = 5 / pool); 0 ranks among all test windows. The ridge alpha is
+chosen on val by the task's metric, ranked the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from sklearn import preprocessing
+
+from xefm_jax.data import spec as spec_lib
+from xefm_jax.eval import metrics
+from xefm_jax.eval import probes
+from xefm_jax.eval.evaluators import base
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def bag_of_words(ids: np.ndarray, vocab: int) -> np.ndarray:
+  """(N, L) caption ids -> (N, vocab) counts; special tokens and ids >= vocab (words the
+  train captions never use) are left out."""
+  out = np.zeros((len(ids), vocab), np.float64)
+  rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+  flat = ids.ravel()
+  known = (flat > spec_lib.EOS_ID) & (flat < vocab)
+  np.add.at(out, (rows[known], flat[known]), 1.0)
+  return out
+
+
+class TfIdf:
+  """Sentence -> L2-normalised TF-IDF vector, IDF fitted on train sentences."""
+
+  def __init__(self, train_ids: np.ndarray):
+    self.vocab = int(max(train_ids.max(initial=0), spec_lib.EOS_ID) + 1)
+    df = (bag_of_words(train_ids, self.vocab) > 0).sum(0)
+    self.idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0
+
+  def __call__(self, ids: np.ndarray) -> np.ndarray:
+    return _unit(bag_of_words(ids, self.vocab) * self.idf)
+
+
+def groups(n: int, pool: int, seed: int) -> list[np.ndarray]:
+  """Row indices split into random groups of about `pool` (all rows: one group)."""
+  if pool <= 0 or pool >= n:
+    return [np.arange(n)]
+  perm = np.random.default_rng(seed).permutation(n)
+  return np.array_split(perm, int(np.ceil(n / pool)))
+
+
+def rank_windows(query: np.ndarray, candidates: np.ndarray, pool: int, seed: int
+                 ) -> dict[str, float]:
+  """Query i's relevant candidate is candidate i; metrics over all queries."""
+  ranks = []
+  for g in groups(len(query), pool, seed):
+    sim = _unit(query[g]) @ _unit(candidates[g]).T
+    ranks.append(metrics.retrieval_ranks(sim, np.eye(len(g), dtype=bool)))
+  ranks = np.concatenate(ranks)
+  size = len(query) if pool <= 0 else min(pool, len(query))
+  return {"r@1": metrics.recall_at_k(ranks, 1), "r@5": metrics.recall_at_k(ranks, 5),
+          "r@10": metrics.recall_at_k(ranks, 10), "mrr": metrics.mean_reciprocal_rank(ranks),
+          "pool": int(size), "chance_r@5": float(min(1.0, 5 / max(size, 1)))}
+
+
+def rank_sentences(text: np.ndarray, ids: np.ndarray, windows: np.ndarray
+                   ) -> dict[str, float]:
+  """Each distinct sentence (row of `ids`) against every window; windows whose sentence is
+  identical are relevant. text: (N, V) TF-IDF of each window's sentence; windows: (N, V)
+  the window sides mapped into that space."""
+  _, first, inverse = np.unique(ids, axis=0, return_index=True, return_inverse=True)
+  inverse = inverse.reshape(-1)
+  relevant = inverse[None, :] == np.arange(len(first))[:, None]  # (S, N)
+  sim = _unit(text[first]) @ _unit(windows).T  # (S, N)
+  ranks = metrics.retrieval_ranks(sim, relevant)
+  return {"r@1": metrics.recall_at_k(ranks, 1), "r@5": metrics.recall_at_k(ranks, 5),
+          "r@10": metrics.recall_at_k(ranks, 10), "mrr": metrics.mean_reciprocal_rank(ranks),
+          "sentences": int(len(first)), "candidates": int(len(ids)),
+          # 1 / the expected rank of the first relevant window in a random order
+          "chance_mrr": float(np.mean((relevant.sum(1) + 1) / (len(ids) + 1)))}
+
+
+class _Fitted:
+  def __init__(self, probe: probes.Probe, scaler: Any, tfidf: Optional[TfIdf]):
+    self.probe, self.scaler, self.tfidf = probe, scaler, tfidf
+
+
+@base.register("retrieval")
+class Retrieval(base.Evaluator):
+
+  def _sides(self, task, store, feature_set, swap=None):
+    """(query features, candidate features or caption ids, usable rows)."""
+    if task.target == "caption":
+      ok = store.target("caption_valid").astype(bool)
+      return (base.features(store, feature_set, task.inputs[0], swap),
+              store.target("caption"), ok)
+    return (base.features(store, feature_set, task.inputs[0], swap),
+            base.features(store, feature_set, task.inputs[1], swap),
+            np.ones(len(store), bool))
+
+  def fit(self, task, data: base.Data, feature_set: str) -> _Fitted:
+    q_tr, c_tr, ok_tr = self._sides(task, data.train, feature_set)
+    q_va, c_va, ok_va = self._sides(task, data.val, feature_set)
+    rows = base.train_rows(data, ok_tr)
+    if task.target == "caption":
+      tfidf = TfIdf(c_tr[ok_tr])
+      y_tr = tfidf(c_tr[rows])
+      text_va, ids_va = tfidf(c_va[ok_va]), c_va[ok_va]
+
+      def score(_, pred):
+        return rank_sentences(text_va, ids_va, pred)[task.metric]
+      probe = probes.ridge_map(q_tr[rows], y_tr, q_va[ok_va], text_va, score, data.grid)
+      return _Fitted(probe, None, tfidf)
+    scaler = preprocessing.StandardScaler().fit(c_tr[rows])
+    z_va = scaler.transform(c_va)
+    pool = int(task.pool)
+
+    def score(_, pred):
+      return rank_windows(pred, z_va, pool, data.seed)[task.metric]
+    probe = probes.ridge_map(q_tr[rows], scaler.transform(c_tr[rows]), q_va, z_va, score,
+                             data.grid)
+    return _Fitted(probe, scaler, None)
+
+  def score(self, task, data: base.Data, feature_set: str, fitted: _Fitted,
+            swap: Optional[Mapping[str, str]] = None,
+            rows: Optional[np.ndarray] = None) -> dict[str, Any]:
+    q, c, ok = self._sides(task, data.test, feature_set, swap)
+    ok &= base.test_mask(data.test, rows)
+    if ok.sum() < 2:
+      return {task.metric: float("nan"), "windows": int(ok.sum())}
+    mapped = np.asarray(fitted.probe.predict(q[ok]))
+    if task.target == "caption":
+      out = rank_sentences(fitted.tfidf(c[ok]), c[ok], mapped)
+    else:
+      out = rank_windows(mapped, fitted.scaler.transform(c[ok]), int(task.pool), data.seed)
+    out["windows"] = int(ok.sum())
+    return out
+
+
+def grounding_examples(task, data: base.Data, feature_set: str, fitted: _Fitted,
+                       queries: int = 3, k: int = 3) -> list[dict[str, Any]]:
+  """For the first `queries` distinct test sentences: the test rows of the `k` best-ranked
+  windows and whether each carries the sentence (the figures' retrieval examples)."""
+  q, ids, ok = Retrieval()._sides(task, data.test, feature_set)
+  rows = np.flatnonzero(ok)
+  if len(rows) < 2:
+    return []
+  mapped = np.asarray(fitted.probe.predict(q[rows]))
+  text = fitted.tfidf(ids[rows])
+  _, first = np.unique(ids[rows], axis=0, return_index=True)
+  out = []
+  for i in sorted(first)[:queries]:
+    sim = _unit(mapped) @ _unit(text[i])
+    top = np.argsort(-sim, kind="stable")[:k]
+    out.append({"query_row": int(rows[i]), "top_rows": [int(rows[j]) for j in top],
+                "relevant": [bool(np.array_equal(ids[rows[j]], ids[rows[i]])) for j in top]})
+  return out
