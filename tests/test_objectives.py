@@ -73,6 +73,10 @@ def _step_fn(pretrainer, names, opt):
   return _compile(step)
 
 
+# One xdist worker takes the whole module, so its compiled setup is built once.
+pytestmark = pytest.mark.xdist_group("objectives")
+
+
 @pytest.fixture(scope="module")
 def setup(shard_corpus):
   corpus = source.Corpus(shard_corpus)

@@ -37,10 +37,25 @@ pytestmark = pytest.mark.slow
 # Tests that read the shared reference run go to one xdist worker (pyproject: --dist
 # loadgroup): the other keeps running the rest instead of waiting on the run's lock.
 REFERENCE_RUN = pytest.mark.xdist_group("reference_run")
+# The interrupted-run test trains these objectives only (MLP heads, the EMA target of
+# future_state included): a launch costs a third of an all-objective one.
+LIGHT = ("contact", "future_state", "procedure")
 
-def run_config(shards: pathlib.Path, *overrides: tuple[str, object]):
-  """The config a launcher run with FLAGS builds (sizes from the corpus)."""
+
+def only(*names: str) -> list[str]:
+  """Launcher flags that train `names` and no other objective."""
+  return [f"--config.objectives.{n}.weight=0" for n in local.get_config("tiny").objectives
+          if n not in names]
+
+
+def run_config(shards: pathlib.Path, objectives: tuple[str, ...] = ()):
+  """The config a launcher run with FLAGS (+ `only(*objectives)`) builds (sizes from the
+  corpus)."""
   config = local.get_config("tiny")
+  if objectives:
+    for name in config.objectives:
+      if name not in objectives:
+        config.objectives[name].weight = 0.0
   config.optim.update(warmup_steps=2, decay_steps=20)
   config.train.update(steps=STEPS, ckpt_every=3, keep=5)
   config.data.shards = str(shards)
@@ -50,10 +65,11 @@ def run_config(shards: pathlib.Path, *overrides: tuple[str, object]):
 
 @functools.lru_cache(maxsize=4)
 def restore_state(workdir: pathlib.Path, shards: pathlib.Path, step: int,
-                  mesh_shape: tuple[int, int, int] = (1, 8, 1)) -> state_lib.TrainState:
+                  mesh_shape: tuple[int, int, int] = (1, 8, 1),
+                  objectives: tuple[str, ...] = ()) -> state_lib.TrainState:
   """The saved state of `step`, placed on a (data, fsdp, tensor) mesh of this process
   (cached: the reference's state is compared against more than once)."""
-  config = run_config(shards)
+  config = run_config(shards, objectives)
   mesh = mesh_lib.make_mesh(common.mesh_config(*mesh_shape))
   rules = sharding.rules_from_config(config)
   batch = init_lib.abstract_window_batch(source.Corpus(shards).window_spec(config.data),
@@ -108,16 +124,18 @@ def test_end_to_end_run_writes_metrics_events_and_checkpoints(reference, shard_c
   assert list((reference / "checkpoints" / "8" / "data").glob("process_0-of-1.json"))
 
 
-@REFERENCE_RUN
 def test_sigterm_then_kill_9_then_resume_matches_the_uninterrupted_run_bitwise(
-    reference, shard_corpus, train_env, tmp_path):
+    shard_corpus, train_env, tmp_path):
   """One run interrupted twice, as a preemptible job is: SIGTERM (saves, exits 0), a
   restart that resumes there, kill -9 at a random later step (no handler, maybe mid-save),
   and a restart from the last complete checkpoint to the end. Per-step losses and the
-  final state equal the uninterrupted run's, bit for bit."""
+  final state equal an uninterrupted run's, bit for bit."""
+  config = run_config(shard_corpus, LIGHT)
+  flags = ["--config.train.eval_every=0", *only(*LIGHT)]
+  uninterrupted = tmp_path / "uninterrupted"
+  finish(launch(uninterrupted, shard_corpus, train_env, *flags), uninterrupted)
+
   workdir = tmp_path / "interrupted"
-  config = run_config(shard_corpus)
-  flags = ["--config.train.eval_every=0"]
   proc = launch(workdir, shard_corpus, train_env, *flags)
   wait_for_step(proc, workdir, 1)
   proc.send_signal(signal.SIGTERM)
@@ -143,9 +161,9 @@ def test_sigterm_then_kill_9_then_resume_matches_the_uninterrupted_run_bitwise(
   # from the newest checkpoint that was complete at the kill (a save in flight is not)
   assert resumed[0] == saved and saved <= resumed[1] <= seen, (saved, seen, resumed)
   assert resumed[1] == saved or resumed[1] % 3 == 0, (saved, seen, resumed)
-  assert_same_losses(train_rows(workdir), train_rows(reference), config)
-  assert_same_state(restore_state(workdir, shard_corpus, STEPS),
-                    restore_state(reference, shard_corpus, STEPS))
+  assert_same_losses(train_rows(workdir), train_rows(uninterrupted), config)
+  assert_same_state(restore_state(workdir, shard_corpus, STEPS, objectives=LIGHT),
+                    restore_state(uninterrupted, shard_corpus, STEPS, objectives=LIGHT))
 
 
 @REFERENCE_RUN
@@ -173,15 +191,13 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   """2 processes x 4 CPU devices, gloo collectives; each reads half of every batch. One
   objective only (procedure): the point is the processes, and each compiles its step."""
   env = dict(train_env, XLA_FLAGS=train_env["XLA_FLAGS"].replace("count=8", "count=4"))
-  only = [f"--config.objectives.{n}.weight=0" for n in local.get_config("tiny").objectives
-          if n != "procedure"]
   workdir = tmp_path / "two"
 
   def run(steps: int) -> None:
     port = _free_port()
     procs = [launch(workdir, shard_corpus, env, f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}", f"--config.train.steps={steps}",
-                    "--config.train.eval_every=0", *only, log_name=f"process{i}.log")
+                    "--config.train.eval_every=0", *only("procedure"), log_name=f"process{i}.log")
              for i in range(2)]
     for i, proc in enumerate(procs):
       finish(proc, workdir, f"process{i}.log")
