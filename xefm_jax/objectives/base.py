@@ -52,6 +52,9 @@ class Objective(nn.Module):
   """
 
   needs_target: ClassVar[bool] = False
+  # False: the loss needs training-only inputs (hidden tokens, caption-blind windows) and is
+  # zero in an evaluation pass; the loop reports no val numbers for it.
+  scored_in_eval: ClassVar[bool] = True
   config: ml_collections.ConfigDict
   model_config: ml_collections.ConfigDict
   data_config: ml_collections.ConfigDict

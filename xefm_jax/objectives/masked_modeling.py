@@ -204,6 +204,7 @@ class Outputs(nn.Module):
 
 @base.register("masked_modeling")
 class MaskedModeling(base.Objective):
+  scored_in_eval = False  # evaluation hides no tokens: nothing to reconstruct
 
   def setup(self):
     c, m = self.config, self.model_config

@@ -81,7 +81,7 @@ def evaluate(config: ml_collections.ConfigDict, corpus: source_lib.Corpus, eval_
              state: state_lib.TrainState, batch_sharding: NamedSharding
              ) -> dict[str, float]:
   """Mean val losses over full batches of the val split (every process runs the same number
-  of batches), and text-to-window R@1 over the val windows that have a caption when the
+  of batches; objectives not scored in evaluation, e.g. masked modeling, left out), and text-to-window R@1 over the val windows that have a caption when the
   contrastive objective is enabled (see `retrieval_at_1`)."""
   window = corpus.window_spec(config.data)
   try:
@@ -109,7 +109,10 @@ def evaluate(config: ml_collections.ConfigDict, corpus: source_lib.Corpus, eval_
       text.append(out["retrieval"]["text"][valid])
       emb.append(out["retrieval"]["window"][valid])
       caption.append(out["retrieval"]["caption"][valid])
-  result = {f"val/{name}": value / batches for name, value in sums.items()}
+  unscored = [n for n in objectives_base.enabled(config)
+              if not objectives_base.get_objective(n).scored_in_eval]
+  result = {f"val/{name}": value / batches for name, value in sums.items()
+            if name.split("/")[0] not in unscored}
   if "contrastive" not in objectives_base.enabled(config):
     log("val R@1 skipped: the contrastive objective is not enabled")
   elif sum(len(t) for t in text):
