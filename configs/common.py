@@ -192,6 +192,9 @@ def train_config() -> ml_collections.ConfigDict:
   t.async_checkpoint = True  # write in the background while training goes on
   t.ema_decay = 0.999  # EMA of the trunk: the target encoder of future-state prediction
   t.profile_steps = (0, 0)  # [first, last): a profiler trace of these steps; empty: none
+  # MFU's denominator per device; 0: the table's figure (accelerators) or a matmul measured
+  # at start (CPU)
+  t.peak_flops_per_device = 0.0
   t.rng_impl = "threefry2x32"  # PRNG of dropout and masking (unsafe_rbg: faster on TPU)
   return t
 

@@ -102,14 +102,20 @@ def measure_matmul_peak(dtype: Any = jnp.float32, n: int = 2048, repeats: int = 
   return 4 * 2 * n ** 3 / best
 
 
-def peak(devices: list[jax.Device], dtype: Any = jnp.float32, matmul_size: int = 2048
-         ) -> Peak:
-  """The table's peak for accelerators; on CPU a matmul measured now in `dtype`.
+def peak(devices: list[jax.Device], dtype: Any = jnp.float32, matmul_size: int = 2048,
+         per_device: float = 0.0) -> Peak:
+  """The table's peak for accelerators; on CPU a matmul measured now in `dtype`;
+  `per_device` > 0 (config.train.peak_flops_per_device) overrides both.
 
   CPU "devices" (`--xla_force_host_platform_device_count`) share their process' cores, and
   one XLA:CPU matmul already uses all of them: the measured rate is the process' total, not
   a per-device figure to multiply; with several processes (hosts), each has its own.
+  A device kind missing from the table gives a NaN peak (MFU is then reported as NaN, and
+  training goes on).
   """
+  if per_device > 0:
+    return Peak(per_device * len(devices), per_device, len(devices),
+                "config.train.peak_flops_per_device")
   kind = devices[0].device_kind
   if devices[0].platform == "cpu":
     measured = measure_matmul_peak(dtype, n=matmul_size) * jax.process_count()
@@ -118,8 +124,9 @@ def peak(devices: list[jax.Device], dtype: Any = jnp.float32, matmul_size: int =
                 f"{jax.process_count()} process(es), shared by {len(devices)} devices")
   found = table_peak(kind)
   if found is None:
-    raise KeyError(f"no peak FLOP/s for device kind {kind!r}; add it to "
-                   "xefm_jax/train/flops.py PEAKS")
+    return Peak(float("nan"), float("nan"), len(devices),
+                f"no peak known for {kind!r}: add it to xefm_jax/train/flops.py PEAKS or "
+                "set config.train.peak_flops_per_device")
   return Peak(found[0] * len(devices), found[0], len(devices), f"{kind}: {found[1]}")
 
 

@@ -169,7 +169,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), shardings,
                                      batch_shardings)
   step_flops = flops_lib.step_flops(train_step, jax.device_count())
-  peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype))
+  peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype),
+                        per_device=float(cfg.peak_flops_per_device))
   log("train step traced in %.1f s, compiled in %.1f s: %.3g GFLOP per step; MFU against "
       "%s (%.1f s)", t1 - t0, t2 - t1, step_flops / 1e9, peak.describe(),
       time.perf_counter() - t2)
