@@ -25,17 +25,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import local  # noqa: E402
 from xefm_jax.data import spec as spec_lib  # noqa: E402
 from xefm_jax.objectives import base as objectives_base  # noqa: E402
-from xefm_jax.parallel import init as init_lib  # noqa: E402
 from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from xefm_jax.parallel import sharding  # noqa: E402
 from xefm_jax.train import flops as flops_lib  # noqa: E402
-from xefm_jax.train import optimizer  # noqa: E402
 from xefm_jax.train import state as state_lib  # noqa: E402
 from xefm_jax.train import step as step_lib  # noqa: E402
 
@@ -61,22 +58,14 @@ def main() -> None:
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config)
   window = spec_lib.WindowSpec.from_config(config.data)
-  shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
-  batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
-  batch_shardings = jax.tree.map(lambda _: batch_sharding, shapes)
-  tx, lr = optimizer.make(config.optim, config.train.steps)
-  abstract, shardings = state_lib.abstract_state(config, tx, shapes, mesh, rules)
+  plan = step_lib.StepPlan.make(config, window, mesh, rules)
+  batch_shardings = plan.batch_shardings
   dtype = jnp.dtype(config.model.dtype)
 
   peak_before = flops_lib.measure_matmul_peak(dtype)
-  state = state_lib.create(config, tx, shapes, mesh, rules, shardings)
-  abstract_batch = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding), shapes)
+  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
   start = time.perf_counter()
-  with sharding.activate(mesh, rules):
-    step = step_lib.jit_train_step(
-        step_lib.make_train_step(config, tx, lr, shardings, batch_sharding), shardings,
-        batch_shardings).lower(abstract, abstract_batch).compile()
+  step = plan.lower().compile()
   compile_s = time.perf_counter() - start
   step_flops = flops_lib.step_flops(step, jax.device_count())
   batches = [jax.device_put(spec_lib.fake_batch(window, config.data.batch_size, seed=i),

@@ -41,17 +41,13 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from xefm_jax.data import spec as spec_lib  # noqa: E402
 from xefm_jax.objectives import base as objectives_base  # noqa: E402
-from xefm_jax.parallel import init as init_lib  # noqa: E402
 from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from xefm_jax.parallel import report, sharding  # noqa: E402
 from xefm_jax.train import flops as flops_lib  # noqa: E402
-from xefm_jax.train import optimizer  # noqa: E402
-from xefm_jax.train import state as state_lib  # noqa: E402
 from xefm_jax.train import step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -66,23 +62,12 @@ def main(argv):
   config = _CONFIG.value
   devices = jax.devices()
   mesh = mesh_lib.make_mesh(config.mesh, devices)
-  rules = sharding.rules_from_config(config)
-  window = spec_lib.WindowSpec.from_config(config.data)
-  batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
-  batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
-  batch_shardings = jax.tree.map(lambda _: batch_sharding, batch_shapes)
-  tx, lr = optimizer.make(config.optim, config.train.steps)
-  abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
-  abstract_batch = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding), batch_shapes)
-  params = report.count_params({"params": abstract.params})
+  plan = step_lib.StepPlan.make(config, spec_lib.WindowSpec.from_config(config.data), mesh,
+                                sharding.rules_from_config(config))
+  params = report.count_params({"params": plan.abstract.params})
 
   start = time.perf_counter()
-  with sharding.activate(mesh, rules):
-    step = step_lib.jit_train_step(
-        step_lib.make_train_step(config, tx, lr, shardings, batch_sharding), shardings,
-        batch_shardings)
-    compiled = step.lower(abstract, abstract_batch).compile()
+  compiled = plan.lower().compile()
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   flops = flops_lib.step_flops(compiled, len(devices))

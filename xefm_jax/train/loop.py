@@ -29,13 +29,11 @@ from xefm_jax.data import pipeline
 from xefm_jax.data import shards as shards_lib
 from xefm_jax.data import source as source_lib
 from xefm_jax.objectives import base as objectives_base
-from xefm_jax.parallel import init as init_lib
 from xefm_jax.parallel import mesh as mesh_lib
 from xefm_jax.parallel import sharding
 from xefm_jax.train import checkpoint as checkpoint_lib
 from xefm_jax.train import flops as flops_lib
 from xefm_jax.train import metrics as metrics_lib
-from xefm_jax.train import optimizer
 from xefm_jax.train import state as state_lib
 from xefm_jax.train import step as step_lib
 
@@ -134,12 +132,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
       jax.device_count(), jax.process_count(), ", ".join(objectives_base.enabled(config)))
 
   # Abstract shapes and shardings of everything the step touches.
-  window = corpus.window_spec(config.data)
-  batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
-  batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
-  batch_shardings = jax.tree.map(lambda _: batch_sharding, batch_shapes)
-  tx, lr = optimizer.make(config.optim, cfg.steps)
-  abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
+  plan = step_lib.StepPlan.make(config, corpus.window_spec(config.data), mesh, rules)
+  batch_sharding, batch_shardings = plan.batch_sharding, plan.batch_shardings
 
   # Data, then the state: restored (with the data's position) or fresh.
   train_iter = iter(pipeline.make_dataset(corpus, "train", config.data, train=True,
@@ -148,25 +142,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   ckpt.watch_sigterm()
   latest = ckpt.latest_step()
   if latest is not None:
-    state = ckpt.restore(latest, abstract, train_iter)
+    state = ckpt.restore(latest, plan.abstract, train_iter)
     log("restored step %d from %s", latest, workdir / "checkpoints")
   else:
-    state = state_lib.create(config, tx, batch_shapes, mesh, rules, shardings)
+    state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
   start = int(jax.device_get(state.step))
 
   # The step, compiled ahead of time: its cost analysis gives the FLOPs for MFU.
   t0 = time.perf_counter()
-  with sharding.activate(mesh, rules):
-    abstract_batch = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), batch_shapes,
-        batch_shardings)
-    lowered = step_lib.jit_train_step(
-        step_lib.make_train_step(config, tx, lr, shardings, batch_sharding), shardings,
-        batch_shardings).lower(abstract, abstract_batch)
-    t1 = time.perf_counter()
-    train_step = lowered.compile()  # from the persistent cache when one is configured
+  lowered = plan.lower()
+  t1 = time.perf_counter()
+  train_step = lowered.compile()  # from the persistent cache when one is configured
   t2 = time.perf_counter()
-  eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), shardings,
+  eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), plan.shardings,
                                      batch_shardings)
   step_flops = flops_lib.step_flops(train_step, jax.device_count())
   peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype),

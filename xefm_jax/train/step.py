@@ -15,6 +15,7 @@ so a resumed run draws the same masks and dropout as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -23,9 +24,14 @@ import ml_collections
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from xefm_jax.data import spec as spec_lib
 from xefm_jax.model.xefm import XEFM
 from xefm_jax.objectives import base as objectives_base
 from xefm_jax.objectives.pretrainer import Pretrainer
+from xefm_jax.parallel import init as init_lib
+from xefm_jax.parallel import sharding
+from xefm_jax.train import optimizer
+from xefm_jax.train import state as state_lib
 from xefm_jax.train.state import TrainState
 
 PyTree = Any
@@ -163,3 +169,41 @@ def jit_eval_step(eval_fn: Callable, shardings: TrainState, batch_shardings: PyT
   mesh = jax.tree.leaves(shardings)[0].mesh
   return jax.jit(eval_fn, in_shardings=(shardings.params, shardings.ema, batch_shardings),
                  out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+  """Everything a train step is compiled from, as abstract shapes with their shardings
+  (shared by the loop, launch/aot_check.py and benchmarks/mfu.py)."""
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  rules: Any
+  tx: optax.GradientTransformation
+  lr: optax.Schedule
+  abstract: TrainState  # ShapeDtypeStructs carrying their shardings
+  shardings: TrainState
+  batch_shapes: PyTree
+  batch_sharding: NamedSharding
+  batch_shardings: PyTree
+
+  @classmethod
+  def make(cls, config: ml_collections.ConfigDict, window: spec_lib.WindowSpec,
+           mesh: jax.sharding.Mesh, rules: Any) -> "StepPlan":
+    batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
+    batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
+    tx, lr = optimizer.make(config.optim, config.train.steps)
+    abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
+    return cls(config, mesh, rules, tx, lr, abstract, shardings, batch_shapes,
+               batch_sharding, jax.tree.map(lambda _: batch_sharding, batch_shapes))
+
+  def lower(self) -> Any:
+    """The jitted train step lowered from abstract arguments (`.compile()` it)."""
+    abstract_batch = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_sharding),
+        self.batch_shapes)
+    with sharding.activate(self.mesh, self.rules):
+      step = jit_train_step(make_train_step(self.config, self.tx, self.lr, self.shardings,
+                                            self.batch_sharding),
+                            self.shardings, self.batch_shardings)
+      return step.lower(self.abstract, abstract_batch)
