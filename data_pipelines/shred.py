@@ -48,10 +48,6 @@ from xefm_jax.data import text as text_lib
 BLOCK_CHUNKS = 4  # chunks of frames decoded and written at a time (bounds memory)
 
 
-def _dir_bytes(path: pathlib.Path) -> int:
-  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def _sha256(path: pathlib.Path) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:
@@ -190,7 +186,7 @@ def shred_shard(out: str, raw: str, plan: dict, shard_name: str) -> dict[str, An
                                float(intrinsics.K[2] / intrinsics.width),
                                float(intrinsics.K[3] / intrinsics.height)],
           "source": str(src), "annotation_bytes": ep.annotation_path.stat().st_size,
-          "annotation_sha256": _sha256(ep.annotation_path), "raw_bytes": _dir_bytes(src),
+          "annotation_sha256": _sha256(ep.annotation_path), "raw_bytes": shards.dir_bytes(src),
           "pipeline_version": shards.PIPELINE_VERSION,
           "stats": {k: m.to_json() for k, m in moments.items()},
       })
@@ -226,7 +222,7 @@ def merge(out: pathlib.Path) -> Optional[dict]:
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "raw": plan["raw"],
       "options": plan["options"], "splits": plan["splits"], "vocabularies": plan["vocabularies"],
       "shards": [{"name": ix["name"], "split": ix["split"], "frames": ix["frames"],
-                  "episodes": len(ix["episodes"]), "bytes": _dir_bytes(out / ix["name"])}
+                  "episodes": len(ix["episodes"]), "bytes": shards.dir_bytes(out / ix["name"])}
                  for ix in indexes],
       "episodes": [{k: v for k, v in e.items() if k != "stats"} for e in episodes],
       "stats": stats_lib.merge(train_stats), "failed": plan["failed"],
@@ -293,7 +289,7 @@ def run(raw: str | os.PathLike, out: str | os.PathLike, *, report: Optional[str]
       "failed_episodes": len(plan["failed"]), "shards": len(mine), "shredded_now": len(todo),
       "frames": sum(ix["frames"] for ix in indexes),
       "bytes_in": sum(e["raw_bytes"] for ix in indexes for e in ix["episodes"]),
-      "bytes_out": sum(_dir_bytes(d) for d in done),
+      "bytes_out": sum(shards.dir_bytes(d) for d in done),
       "seconds": round(time.time() - start, 2), "manifest": manifest is not None,
   }
 

@@ -35,6 +35,7 @@ import tqdm
 
 from data_pipelines.synth import cameras, profiles, quirks as quirks_lib, writer
 from data_pipelines.synth.profiles import Profile
+from xefm_jax.data import shards
 
 DEVICE_VERSION = "xperience-synth-1.0"
 WORLD_FILE = "world.json"
@@ -167,10 +168,6 @@ def _write_json(path: pathlib.Path, value: dict) -> None:
   os.replace(tmp, path)
 
 
-def _dir_bytes(path: pathlib.Path) -> int:
-  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def synthesize(out: str | os.PathLike, sessions: int, episodes_per_session: int,
                seconds: float | None, seed: int, profile: str | Profile = "small",
                workers: int = 1, quirks: quirks_lib.QuirkRates | None = None,
@@ -230,7 +227,7 @@ def synthesize(out: str | os.PathLike, sessions: int, episodes_per_session: int,
           done(futures[future], error=e)
   bar.close()
   result = [pathlib.Path(paths[t]) for t in tasks if t in paths]
-  size = sum(_dir_bytes(p) for p in result)
+  size = sum(shards.dir_bytes(p) for p in result)
   if progress:
     print(f"synthesize: {len(result)} episodes ({written} written, {len(result) - written} "
           f"already present, {len(failures)} failed) in {time.time() - start:.1f} s, "

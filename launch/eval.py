@@ -47,7 +47,7 @@ def main(argv):
       raise app.UsageError(f"--checkpoint={which}: not a complete checkpoint of "
                            f"{_WORKDIR.value} (have {steps}; or `latest`, `all`)")
     steps = [int(which)]
-  run = suite.open_run(_WORKDIR.value, steps[-1] if steps else None, _SHARDS.value)
+  run = suite.open_run(_WORKDIR.value, steps[-1], _SHARDS.value)
   show = cfg.progress and jax.process_index() == 0
   written = []
   for step in tqdm(steps, desc="checkpoints", unit="ckpt", disable=not show):

@@ -117,8 +117,8 @@ FLAG_COLUMNS: tuple[str, ...] = (
     + ("audio_valid", "depth_valid", "pose_valid", "hands_valid/left", "hands_valid/right",
        "body_valid", "imu_valid", "caption_valid", "boundary"))
 LABEL_COLUMNS: tuple[str, ...] = ("task", "subtask", "action")
-_PACKED = {"video_valid", "audio_valid", "depth_valid", "pose_valid", "hands_valid",
-           "body_valid", "imu_valid", "caption_valid", "boundary", "task", "subtask", "action"}
+_PACKED = {c.split("/")[0] for c in FLAG_COLUMNS} | set(LABEL_COLUMNS)
+_FLAG_INDEX = {c: i for i, c in enumerate(FLAG_COLUMNS)}
 ARRAYS: tuple[Stream, ...] = (
     Stream("video", lambda o, k: (len(xperience.VIEWS), o.video_size, o.video_size, 3),
            "uint8"),
@@ -126,7 +126,6 @@ ARRAYS: tuple[Stream, ...] = (
     Stream("labels", _fixed(len(LABEL_COLUMNS)), "int32"),
     *(s for s in STREAMS if not s.name.startswith("video/") and s.name not in _PACKED),
 )
-ARRAY_BY_NAME = {a.name: a for a in ARRAYS}
 
 
 def pack(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -151,7 +150,7 @@ def unpack(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       out[f"video/{v}"] = stored["video"][:, i]
   if "flags" in stored:
     f = stored["flags"]
-    col = {c: i for i, c in enumerate(FLAG_COLUMNS)}
+    col = _FLAG_INDEX
     out["video_valid"] = f[:, :len(xperience.VIEWS)]
     out["hands_valid"] = f[:, [col["hands_valid/left"], col["hands_valid/right"]]]
     for c in ("audio_valid", "depth_valid", "pose_valid", "body_valid", "imu_valid",
@@ -211,6 +210,11 @@ def read_json(path: pathlib.Path, what: str) -> dict:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise ShardError(f"{path}: {what} is not JSON ({e})") from None
+
+
+def dir_bytes(path: pathlib.Path) -> int:
+  """Bytes of every file under `path`."""
+  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def write_json_atomic(path: pathlib.Path, obj: Any) -> None:

@@ -13,6 +13,7 @@ All of a window's reads are issued before any is awaited, so they overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from typing import Any, Optional
@@ -62,11 +63,10 @@ class Corpus:
             f"{self.root}: the corpus was shredded with {shred}={getattr(self.options, shred)},"
             f" the config asks for data.{field}={getattr(s, field)}")
     vocab = self.manifest["vocabularies"]
-    return s.__class__(**{**s.__dict__, "num_objects": len(vocab["object"]),
-                          "num_actions": len(vocab["action"]),
-                          "num_subtasks": len(vocab["subtask"]),
-                          "num_tasks": len(vocab["task"]), "vocab_size": len(vocab["word"]),
-                          "shard_stride": self.options.frame_stride})
+    return dataclasses.replace(
+        s, num_objects=len(vocab["object"]), num_actions=len(vocab["action"]),
+        num_subtasks=len(vocab["subtask"]), num_tasks=len(vocab["task"]),
+        vocab_size=len(vocab["word"]), shard_stride=self.options.frame_stride)
 
 
 class WindowSource:

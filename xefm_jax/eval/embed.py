@@ -138,11 +138,6 @@ class Store:
   def target(self, name: str) -> np.ndarray:
     return self.arrays[f"targets/{name}"]
 
-  def group(self, prefix: str) -> dict[str, np.ndarray]:
-    """{rest of key: array} of every key under `prefix/`."""
-    p = prefix.rstrip("/") + "/"
-    return {k[len(p):]: v for k, v in self.arrays.items() if k.startswith(p)}
-
   def merge(self, other: "Store") -> "Store":
     """Both stores' arrays (the same windows in the same order, else an error)."""
     for k in ("meta/episode", "meta/start"):

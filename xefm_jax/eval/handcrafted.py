@@ -10,10 +10,11 @@ documented normalisation: deterministic functions of the shard arrays.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
+from xefm_jax.data import spec as spec_lib
 from xefm_jax.data import stats as stats_lib
 
 EPS = 1e-6
@@ -109,22 +110,18 @@ def video(batch: Mapping[str, np.ndarray], grid: int = 2) -> np.ndarray:
   return per_view.reshape(len(per_view), -1)
 
 
-def language(batch: Mapping[str, np.ndarray], vocab_size: int) -> np.ndarray:
-  """Bag of words of the window's caption (what a shallow text baseline has)."""
-  ids = batch["caption"]  # (B, L)
-  out = np.zeros((len(ids), vocab_size), np.float32)
+def bag_of_words(ids: np.ndarray, vocab: int) -> np.ndarray:
+  """(N, L) caption ids -> (N, vocab) counts; special tokens and ids >= vocab (words the
+  train captions never use) are left out."""
+  out = np.zeros((len(ids), vocab), np.float64)
   rows = np.repeat(np.arange(len(ids)), ids.shape[1])
-  np.add.at(out, (rows, ids.ravel()), 1.0)
-  out[:, :4] = 0  # specials
+  flat = ids.ravel()
+  known = (flat > spec_lib.EOS_ID) & (flat < vocab)
+  np.add.at(out, (rows[known], flat[known]), 1.0)
   return out
 
 
-MODALITIES = ("video", "audio", "depth", "pose", "mocap", "imu", "language")
+def language(batch: Mapping[str, np.ndarray], vocab_size: int) -> np.ndarray:
+  """Bag of words of the window's caption (what a shallow text baseline has)."""
+  return bag_of_words(batch["caption"], vocab_size).astype(np.float32)
 
-
-def window_features(batch: Mapping[str, Any], vocab_size: int) -> dict[str, np.ndarray]:
-  """{modality: (B, F) float32} statistics of each modality of a window batch."""
-  out = {"video": video(batch), "audio": audio(batch), "depth": depth(batch),
-         "pose": pose(batch), "mocap": mocap(batch), "imu": imu(batch),
-         "language": language(batch, vocab_size)}
-  return {k: np.nan_to_num(v.astype(np.float32)) for k, v in out.items()}

@@ -95,10 +95,12 @@ def open_run(workdir: str | os.PathLike, step: Optional[int] = None,
              shards: Optional[str] = None) -> Run:
   """The run of `workdir`, with the config saved at `step` (default: the latest)."""
   workdir = pathlib.Path(workdir)
-  steps = checkpoints.steps(workdir)
-  if not steps:
-    raise FileNotFoundError(f"{workdir / checkpoints.CHECKPOINTS}: no complete checkpoint")
-  config = checkpoints.run_config(workdir, steps[-1] if step is None else step)
+  if step is None:
+    steps = checkpoints.steps(workdir)
+    if not steps:
+      raise FileNotFoundError(f"{workdir / checkpoints.CHECKPOINTS}: no complete checkpoint")
+    step = steps[-1]
+  config = checkpoints.run_config(workdir, step)
   corpus = source_lib.Corpus(resolve_shards(config, workdir, shards))
   return Run(workdir, config, corpus, mesh_lib.make_mesh(config.mesh))
 
@@ -202,14 +204,12 @@ def _stores(run: Run, step: int, params: Optional[PyTree], eval_cfg: ml_collecti
     if plan.embed or plan.heads is not None or plan.handcrafted:
       computed = embed.run(corpus, split, data_cfg, selection, encoder, plan,
                            int(eval_cfg.seed), progress, describe=f"step {step} {split}")
-      if baselines is None and jax.process_index() == 0:
+      if baselines is None:
         baselines = _split_arrays(computed, ("targets/", "features/handcrafted/",
                                              "features/random_init/"))
         baselines.fingerprint = key
-        baselines.save(base_path)
-      elif baselines is None:
-        baselines = _split_arrays(computed, ("targets/", "features/handcrafted/",
-                                             "features/random_init/"))
+        if jax.process_index() == 0:
+          baselines.save(base_path)
       if model is None:
         model = _split_arrays(computed, ("features/model/", "predictions/", "recon/"))
         model.fingerprint = embed.fingerprint(key, step)
@@ -454,12 +454,10 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
       for name, per_fs in cached[table].items():
         results[table].setdefault(name, {}).update({fs: per_fs[fs] for fs in baselines})
   elif baselines and jax.process_index() == 0:
-    scores_path.parent.mkdir(parents=True, exist_ok=True)
     saved = {t: {n: {fs: r for fs, r in per.items() if fs in baselines}
                  for n, per in results[t].items()} for t in TABLES}
-    tmp = scores_path.with_name(f".tmp-{scores_path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps({"fingerprint": base_key, "results": _json_safe(saved)}))
-    os.replace(tmp, scores_path)
+    report_lib.write_text_atomic(scores_path, json.dumps({"fingerprint": base_key,
+                                                          "results": _json_safe(saved)}))
   timings["probes_s"] = time.perf_counter() - t0
   report: dict[str, Any] = {
       "step": int(step), "run": str(run.workdir), "corpus": str(run.corpus.root),

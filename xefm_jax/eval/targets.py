@@ -15,11 +15,12 @@ import numpy as np
 from xefm_jax.data import pipeline
 from xefm_jax.data import stats as stats_lib
 from xefm_jax.data import xperience
+from xefm_jax.objectives import contact as contact_lib
+from xefm_jax.objectives import procedure as procedure_lib
 
 NEXT_ACTION_FRAMES = 20  # next_action: the action at t + 20 frames
 TRANSITION_RADIUS = 10  # transition_detection: a boundary within +-10 frames of t
 HAND_HORIZON = 10  # hand_trajectory_forecast: the next 10 frames
-EGO_HORIZONS_S = (0.5, 1.0, 2.0)  # ego-motion forecast horizons
 
 
 def ego_future(pose_now: np.ndarray, future_pose: np.ndarray) -> np.ndarray:
@@ -67,11 +68,9 @@ def window_targets(batch: Mapping[str, Any], norm: pipeline.Normaliser, step: in
   action_all = np.concatenate([batch["action"], fa], 1)  # (B, W + F)
   boundary_all = np.concatenate([batch["boundary"], fb], 1)
   frames = lambda n: max(1, int(round(n / step)))  # noqa: E731  20 fps frames -> window's
-  h = min(frames(NEXT_ACTION_FRAMES), fa.shape[1])
-  radius = frames(TRANSITION_RADIUS)
-  near = np.concatenate([batch["boundary"][:, -radius:], fb[:, :radius]], 1)
-  contacts = batch["contacts"][:, -1]  # (B, 21)
-  hand_contact = contacts[:, list(xperience.HAND_CONTACT_JOINTS)].max(1) > 0.5
+  # the labels the procedure and contact objectives train on
+  labels = procedure_lib.targets(batch, frames(NEXT_ACTION_FRAMES), frames(TRANSITION_RADIUS))
+  contact = contact_lib.targets(batch, 0.5)
   horizon = frames(HAND_HORIZON)
   hands = norm.hands_to_metres(future["hands"][:, :horizon])  # (B, 10, 2, 21, 3)
   hands_valid = future["hands_valid"][:, :horizon]  # (B, 10, 2)
@@ -81,10 +80,9 @@ def window_targets(batch: Mapping[str, Any], norm: pipeline.Normaliser, step: in
   ego = ego_future(batch["pose"][:, -1].astype(np.float64), future["pose"].astype(np.float64))
   ego_valid = future["pose_valid"] & batch["pose_valid"][:, -1:]
   return {
-      "action": batch["action"][:, -1], "subtask": batch["subtask"][:, -1],
-      "next_action": fa[:, h - 1], "transition": near.any(1),
-      "contact": hand_contact, "any_contact": (contacts > 0.5).any(1),
-      "objects": batch["objects"][:, -1],
+      **{k: np.asarray(labels[k]) for k in ("action", "subtask", "next_action", "transition")},
+      "contact": np.asarray(contact["hand_contact"]).any(1),
+      "any_contact": np.asarray(contact["contact"]), "objects": np.asarray(contact["objects"]),
       "hands_future": hands.astype(np.float32), "hands_future_valid": hands_valid,
       "ego_future": ego.astype(np.float32), "ego_future_valid": ego_valid,
       "motion_intensity": intensity.astype(np.float32),

@@ -46,6 +46,7 @@ import optax
 
 from xefm_jax.data import spec
 from xefm_jax.data import streams
+from xefm_jax.modalities import language as language_lib
 from xefm_jax.model import layers
 from xefm_jax.model.transformer import head_dim
 from xefm_jax.objectives import base
@@ -55,7 +56,6 @@ from xefm_jax.objectives import procedure
 
 Array = jax.Array
 FIELDS = ("action", "subtask", "objects", "contact", "transition", "next_action", "caption")
-VOCAB_MULTIPLE = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Layout:
 
   @property
   def padded_size(self) -> int:
-    return -(-self.size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    return language_lib.padded_vocab_size(self.size)
 
   def sequence_length(self, max_objects: int, caption_len: int) -> int:
     """Lc: BOS, 7 field markers, 5 one-token values and EOS, then up to max_objects objects

@@ -191,11 +191,11 @@ class StepPlan:
   def make(cls, config: ml_collections.ConfigDict, window: spec_lib.WindowSpec,
            mesh: jax.sharding.Mesh, rules: Any) -> "StepPlan":
     batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
-    batch_sharding = NamedSharding(mesh, sharding.batch_spec(rules))
     tx, lr = optimizer.make(config.optim, config.train.steps)
     abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
     return cls(config, mesh, rules, tx, lr, abstract, shardings, batch_shapes,
-               batch_sharding, jax.tree.map(lambda _: batch_sharding, batch_shapes))
+               NamedSharding(mesh, sharding.batch_spec(rules)),
+               sharding.batch_shardings(batch_shapes, mesh, rules))
 
   def lower(self) -> Any:
     """The jitted train step lowered from abstract arguments (`.compile()` it)."""

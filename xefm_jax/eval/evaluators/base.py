@@ -8,7 +8,7 @@ with the probe chosen on val (robustness and subsets reuse it unchanged: no refi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import ml_collections
 import numpy as np
@@ -65,10 +65,6 @@ def test_mask(store: embed.Store, rows: Optional[np.ndarray]) -> np.ndarray:
   else:
     out[np.asarray(rows, int)] = True
   return out
-
-
-def better(metric_higher: bool) -> Callable[[float, float], bool]:
-  return (lambda a, b: a > b) if metric_higher else (lambda a, b: a < b)
 
 
 class Evaluator:

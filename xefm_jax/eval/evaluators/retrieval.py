@@ -23,6 +23,7 @@ import numpy as np
 from sklearn import preprocessing
 
 from xefm_jax.data import spec as spec_lib
+from xefm_jax.eval import handcrafted
 from xefm_jax.eval import metrics
 from xefm_jax.eval import probes
 from xefm_jax.eval.evaluators import base
@@ -32,27 +33,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def bag_of_words(ids: np.ndarray, vocab: int) -> np.ndarray:
-  """(N, L) caption ids -> (N, vocab) counts; special tokens and ids >= vocab (words the
-  train captions never use) are left out."""
-  out = np.zeros((len(ids), vocab), np.float64)
-  rows = np.repeat(np.arange(len(ids)), ids.shape[1])
-  flat = ids.ravel()
-  known = (flat > spec_lib.EOS_ID) & (flat < vocab)
-  np.add.at(out, (rows[known], flat[known]), 1.0)
-  return out
-
-
 class TfIdf:
   """Sentence -> L2-normalised TF-IDF vector, IDF fitted on train sentences."""
 
   def __init__(self, train_ids: np.ndarray):
     self.vocab = int(max(train_ids.max(initial=0), spec_lib.EOS_ID) + 1)
-    df = (bag_of_words(train_ids, self.vocab) > 0).sum(0)
+    df = (handcrafted.bag_of_words(train_ids, self.vocab) > 0).sum(0)
     self.idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0
 
   def __call__(self, ids: np.ndarray) -> np.ndarray:
-    return _unit(bag_of_words(ids, self.vocab) * self.idf)
+    return _unit(handcrafted.bag_of_words(ids, self.vocab) * self.idf)
 
 
 def groups(n: int, pool: int, seed: int) -> list[np.ndarray]:
