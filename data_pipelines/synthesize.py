@@ -143,8 +143,8 @@ def world_description(job: _Job) -> dict:
         "object_variants": {k: list(v) for k, v in plan.variants.items()},
         "distractors": list(plan.distractors),
         "episodes": [{
-            "episode": ep.index,
-            "dir": f"{plan.session_id}/ep{ep.index}",
+            "episode": ep.index,  # 0-based in the world; the folder is ep<index + 1>
+            "dir": writer.episode_dir(pathlib.Path(), plan.session_id, ep.index).as_posix(),
             "activity": ep.activity,
             "start_station": ep.start_station,
             "quirks": episode_quirks(job.rates, job.seed, plan.session_id, ep.index,

@@ -120,8 +120,6 @@ def annotation_arrays(n: int, seed: int = 0) -> dict[str, object]:
   for i in range(4):
     a[f"calibration/cam{i}/K"] = np.array([100.0 + i, 101.0 + i, 32.0, 16.0])
     a[f"calibration/cam{i}/D"] = np.array([0.01, -0.002, 0.0005, 0.0]) * (i + 1)
-    a[f"calibration/cam{i}/width"] = np.int64(64)
-    a[f"calibration/cam{i}/height"] = np.int64(32)
     a[f"calibration/cam{i}/model"] = "kannala_brandt"
   a["calibration/cam0/T_c_b"] = geometry.make_se3(
       geometry.axis_angle_to_matrix(np.array([0.1, 0.2, 0.3])), np.array([0.05, 0.0, 0.1]))
@@ -133,14 +131,15 @@ def annotation_arrays(n: int, seed: int = 0) -> dict[str, object]:
   a["calibration/cam01/T_c0_b"] = geometry.make_se3(
       geometry.axis_angle_to_matrix(np.array([-0.2, 0.0, 0.1])), np.array([0.0, 0.03, 0.0]))
   a["calibration/cam01/baseline"] = np.float64(0.08)
-  a["calibration/cam01/width"] = np.int64(64)
-  a["calibration/cam01/height"] = np.int64(64)
   a["calibration/cam01/model"] = "pinhole"
+  a["calibration/fisheye_resolution"] = "64x32"  # real files: sizes are not numeric
+  a["calibration/stereo_resolution"] = "64x64"
+  a["calibration/rig_name"] = "fixture-rig"
   q = rng.normal(size=(n, 4))
   a["slam/quat_wxyz"] = q / np.linalg.norm(q, axis=-1, keepdims=True)
   a["slam/trans_xyz"] = rng.normal(size=(n, 3))
   a["slam/frame_names"] = np.array([b"%d.jpg" % t for t in times], dtype="S24")
-  a["slam/point_cloud"] = rng.normal(size=(5, 3))
+  a["slam/point_cloud"] = rng.normal(size=(5, 3))  # float64, as in real files
   a["depth/depth"] = rng.uniform(0.5, 5.0, size=(n, 8, 8)).astype(np.float32)
   a["depth/confidence"] = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
   a["depth/scale"] = np.float64(0.5)
@@ -212,8 +211,8 @@ class EpisodeFactory:
            missing_views: tuple[str, ...] = (),
            mutate: Optional[Callable[[dict], None]] = None,
            attrs: Optional[dict[str, dict[str, object]]] = None) -> pathlib.Path:
-    """<root>/session-<name>/ep0 with all keys and views; view_frames overrides lengths."""
-    ep = self.root / f"session-{name}" / "ep0"
+    """<root>/session-<name>/ep1 with all keys and views; view_frames overrides lengths."""
+    ep = self.root / f"session-{name}" / xperience.episode_dir_name(1)
     ep.mkdir(parents=True)
     arrays = annotation_arrays(n)
     if mutate is not None:

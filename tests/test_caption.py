@@ -125,7 +125,7 @@ def test_references_within_slack_are_clamped():
 def test_references_outside_the_episode_are_errors(field, ref, pattern):
   seg = {"segment_id": 7, "start_frame": t(0), "end_frame": t(5), field: ref}
   with pytest.raises(CaptionError, match=pattern):
-    parse_caption(doc([seg]), TIMES, source="a/ep0/annotation.hdf5")
+    parse_caption(doc([seg]), TIMES, source="a/ep1/annotation.hdf5")
 
 
 def test_action_and_sample_refs_outside_name_their_place():

@@ -51,7 +51,7 @@ def test_open_reads_metadata_only(good, monkeypatch):
 
 
 def test_inventory(ep, good):
-  assert ep.session == "session-good" and ep.name == "session-good/ep0"
+  assert ep.session == "session-good" and ep.name == "session-good/ep1"
   assert ep.path == good
   assert ep.views == xperience.VIEWS and ep.view_problems == {}
   assert ep.num_frames == N and ep.duration_s == N / FPS
@@ -79,7 +79,7 @@ def test_missing_key_names_file_key_and_expectation(factory):
   path = factory.make("nohands", mutate=lambda a: a.pop("hand_mocap/left_joints_3d"))
   with Episode(path) as e:
     assert any("hand_mocap/left_joints_3d' is missing" in p for p in e.key_problems())
-    with pytest.raises(EpisodeError, match=r"session-nohands/ep0/annotation.hdf5: key "
+    with pytest.raises(EpisodeError, match=r"session-nohands/ep1/annotation.hdf5: key "
                        r"'hand_mocap/left_joints_3d': missing .*\(N, 21, 3\)"):
       e.hands()
 

@@ -416,13 +416,14 @@ def test_episode_has_every_key_at_its_shape(episode):
     cloud = f["slam/point_cloud"][()]
     assert 100 <= len(cloud) <= SMALL.point_cloud_size
     assert cloud[:, 2].min() > -0.1 and cloud[:, 2].max() < 2.7  # inside the room
-    # Hands: the rectified left camera's frame, NaN exactly where the tracker lost them.
+    # Hands: the rectified left camera's frame, zeros exactly where the tracker lost them.
     T_c_world = cameras_lib.rig_from_calibration(f).stereo.T_c0_b @ geometry.se3_inverse(
         sim.T_world_body)
     joints = f["hand_mocap/left_joints_3d"][()]
     lost = ~sim.hand_visible[:, 0]
-    assert np.isnan(joints[lost]).all() and np.isfinite(joints[~lost]).all()
-    assert np.isnan(f["hand_mocap/left_mano_hand_pose"][()][lost]).all()
+    assert (joints[lost] == 0).all() and np.isfinite(joints).all()
+    assert (joints[~lost] != 0).any((-1, -2)).all()
+    assert (f["hand_mocap/left_mano_hand_pose"][()][lost] == 0).all()
     np.testing.assert_allclose(
         joints[~lost], geometry.transform_points(T_c_world, sim.hands_world[:, 0])[~lost],
         atol=1e-9)
@@ -431,6 +432,28 @@ def test_episode_has_every_key_at_its_shape(episode):
     assert set(report["frame_drops"].values()) == {0}
     assert json.loads(f["caption"][()]) == json.loads(FIXTURE_CAPTION)
     assert isinstance(f["metadata/device_id"][()], bytes)
+
+
+def test_episode_has_the_known_facts_of_real_files(episode):
+  """Facts of real annotation.hdf5 files from public probes (XPERIENCE_FORMAT.md): 23
+  calibration datasets whose numeric values flatten to 117 numbers (feature builders that
+  flatten the calibration must get the real 8,546-d vectors), float64 SLAM map, folders ep1
+  onwards, untracked hands as zeros (no NaN unless a quirk writes it)."""
+  with h5py.File(episode / xperience.ANNOTATION_FILE, "r") as f:
+    calib = []
+    f["calibration"].visititems(
+        lambda name, obj: calib.append(obj) if isinstance(obj, h5py.Dataset) else None)
+    numeric = [np.asarray(ds[()]).ravel() for ds in calib if ds.dtype.kind in "fiub"]
+    assert len(calib) == xperience.CALIBRATION_DATASETS == 23
+    assert len(calib) - len(numeric) == 8  # non-numeric scalars: model names, resolutions
+    assert sum(x.size for x in numeric) == xperience.CALIBRATION_NUMBERS == 117
+    assert [ds.name for ds in calib if ds.dtype.kind in "iu"] == []  # no numeric image sizes
+    assert f["slam/point_cloud"].dtype == np.float64
+    for side in xperience.HANDS:
+      assert np.isfinite(f[f"hand_mocap/{side}_joints_3d"][()]).all()
+  assert episode.name == xperience.episode_dir_name(1) == "ep1"
+  with pytest.raises(ValueError, match="ep1"):
+    xperience.episode_dir_name(0)
 
 
 def test_videos_decode_at_20fps_with_aac(episode):
@@ -459,12 +482,12 @@ def test_write_is_atomic_and_skips_complete_episodes(tmp_path, renderer, device,
   session = tmp_path / sim.session
   assert list(session.iterdir()) == []  # no episode, no partial directory left behind
   path = writer.write_episode(tmp_path, sim, FIXTURE_CAPTION, renderer, device)
-  assert path == session / "ep0" and (path / xperience.ANNOTATION_FILE).exists()
+  assert path == session / "ep1" and (path / xperience.ANNOTATION_FILE).exists()
   stamp = (path / xperience.ANNOTATION_FILE).stat().st_mtime_ns
   # A complete episode is not touched again (no renderer needed to skip it).
   assert writer.write_episode(tmp_path, sim, FIXTURE_CAPTION, None, device) == path
   assert (path / xperience.ANNOTATION_FILE).stat().st_mtime_ns == stamp
-  assert sorted(p.name for p in session.iterdir()) == ["ep0"]
+  assert sorted(p.name for p in session.iterdir()) == ["ep1"]
 
 
 def _h5_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -500,9 +523,8 @@ def test_writing_is_deterministic(tmp_path, episode, device):
 
 def test_quirks_are_written_as_real_files_have_them(tmp_path, renderer, device):
   n = 40
-  q = quirks.EpisodeQuirks(hand_nan_runs=((1, 5, 9),), hands_zeros=((0, 20, 30),),
-                           missing_view="fisheye_cam2", short_streams=(("stereo_left", 2),),
-                           string_timestamps=True)
+  q = quirks.EpisodeQuirks(hand_nan_runs=((1, 5, 9),), missing_view="fisheye_cam2",
+                           short_streams=(("stereo_left", 2),), string_timestamps=True)
   path = writer.write_episode(tmp_path, fixture_sim(n), FIXTURE_CAPTION, renderer, device, q)
   assert not (path / "fisheye_cam2.mp4").exists()
   assert decode_video(path / "stereo_left.mp4")[0].shape[0] == n - 2
@@ -512,11 +534,24 @@ def test_quirks_are_written_as_real_files_have_them(tmp_path, renderer, device):
     ts = f["video/device_timestamp"][()]
     assert ts.dtype.kind == "S" and int(ts[3]) == fixture_sim(n).frame_times_ns[3]
     assert np.isnan(f["hand_mocap/right_joints_3d"][5:9]).all()
-    assert (f["hand_mocap/left_joints_3d"][20:30] == 0).all()
-    assert np.isfinite(f["hand_mocap/left_joints_3d"][:13]).all()
+    untracked = ~fixture_sim(n).hand_visible[:, 0]  # real files: an untracked hand is zeros
+    assert untracked.any() and (f["hand_mocap/left_joints_3d"][untracked] == 0).all()
+    assert (f["hand_mocap/left_translation"][untracked] == 0).all()
+    assert np.isfinite(f["hand_mocap/left_joints_3d"][()]).all()
+    assert (f["hand_mocap/left_joints_3d"][~untracked] != 0).any((-1, -2)).all()
     report = json.loads(f["metadata/health_report"][()])
     assert report["file_integrity"]["fisheye_cam2.mp4"] == "missing"
     assert report["frame_drops"]["stereo_left"] == 2 and report["frame_drops"]["fisheye_cam2"] == n
+
+
+def test_untracked_nan_quirk_writes_nan_rows(tmp_path, renderer, device):
+  n = 40
+  q = quirks.EpisodeQuirks(untracked_nan=True)
+  path = writer.write_episode(tmp_path, fixture_sim(n), FIXTURE_CAPTION, renderer, device, q)
+  untracked = ~fixture_sim(n).hand_visible[:, 0]
+  with h5py.File(path / xperience.ANNOTATION_FILE, "r") as f:
+    left = f["hand_mocap/left_joints_3d"][()]
+  assert np.isnan(left[untracked]).all() and np.isfinite(left[~untracked]).all()
 
 
 def test_quirk_draws_are_deterministic_and_follow_rates():
@@ -525,7 +560,7 @@ def test_quirk_draws_are_deterministic_and_follow_rates():
   assert all(draw(s) == draw(s) for s in range(5))
   assert quirks.draw_quirks(quirks.QuirkRates.none(), np.random.default_rng(0), 200) == NO_QUIRKS
   every = quirks.draw_quirks(quirks.QuirkRates(1, 1, 1, 1, 1), np.random.default_rng(0), 200)
-  assert every.hand_nan_runs and every.hands_zeros and every.missing_view
+  assert every.hand_nan_runs and every.untracked_nan and every.missing_view
   assert every.string_timestamps
   many = [draw(s) for s in range(200)]
   assert 60 < sum(d.missing_view is not None for d in many) < 140
@@ -548,6 +583,8 @@ def test_synthesize_sessions_end_to_end(tmp_path):
                      quirks=quirks.QuirkRates.none(), progress=False)
   print(f"synthesize: 4 small episodes of 1 s in {time.time() - start:.1f} s")
   assert len(paths) == 4 and len({p.parent for p in paths}) == 2
+  # Real sessions number their episodes from ep1 (every public episode name).
+  assert sorted({p.name for p in paths}) == ["ep1", "ep2"]
   for p in paths:
     check_keys(p, num_frames=20)
     assert len(list(p.glob("*.mp4"))) == 6
@@ -596,6 +633,6 @@ def test_command_line(tmp_path):
            "--seconds", "0.5", "--seed", "0", "--workers", "1")
   assert ok.returncode == 0, ok.stderr
   assert "1 episodes" in ok.stderr and "bytes" in ok.stderr
-  episodes = list((tmp_path / "out").glob("*/ep0"))
+  episodes = list((tmp_path / "out").glob("*/ep1"))
   assert len(episodes) == 1
   check_keys(episodes[0], num_frames=10, slack=3)

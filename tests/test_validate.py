@@ -103,12 +103,12 @@ def corpus(tmp_path_factory):
                                quirks=quirks_lib.QuirkRates.none(), progress=False)
   raw = tmp_path_factory.mktemp("raw")
   for name, (corrupt, _) in CORRUPTIONS.items():
-    dst = raw / f"session-{name}" / "ep0"
+    dst = raw / f"session-{name}" / "ep1"
     shutil.copytree(ep, dst)
     corrupt(dst)
   for k in range(2):
-    shutil.copytree(ep, raw / "session-healthy" / f"ep{k}")
-  optional = raw / "session-optional-view" / "ep0"
+    shutil.copytree(ep, raw / "session-healthy" / f"ep{k + 1}")
+  optional = raw / "session-optional-view" / "ep1"
   shutil.copytree(ep, optional)
   (optional / "fisheye_cam3.mp4").unlink()  # a missing view nobody requires: a warning
   return raw
@@ -134,7 +134,7 @@ def test_corruption_fails_with_its_reason(report, name):
 
 def test_healthy_episodes_pass(report):
   for k in range(2):
-    row = next(e for e in report["episodes"] if e["episode"] == f"session-healthy/ep{k}")
+    row = next(e for e in report["episodes"] if e["episode"] == f"session-healthy/ep{k + 1}")
     assert row["status"] == "pass", row["reasons"]
     assert row["valid_fraction"]["pose"] == 1.0
     assert row["frames"]["stereo_left"] == row["num_frames"] == 60

@@ -27,6 +27,7 @@ from xefm_jax.data import geometry
 
 FISHEYE_MODEL = "kannala_brandt"
 PINHOLE_MODEL = "pinhole"
+RIG_NAME = "xperience-synth-rig"  # calibration/rig_name (assumed: real names unpublished)
 NUM_FISHEYE = 4
 
 # Rotation body-from-camera of a camera looking straight ahead: its columns are the camera
@@ -127,14 +128,14 @@ def make_rig(fisheye_size: int, stereo_size: int, fisheye_fov_deg: float = 150.0
 
 
 def rig_to_calibration(rig: Rig) -> dict[str, Any]:
-  """The `calibration/...` datasets of annotation.hdf5, keyed by their full names."""
+  """The `calibration/...` datasets of annotation.hdf5, keyed by their full names: the 23
+  datasets of a real file (xperience.py `_cam_keys`), 117 numbers once flattened. Image
+  sizes are "WxH" strings, not numeric datasets, as in real files."""
   out: dict[str, Any] = {}
   for i, cam in enumerate(rig.fisheye):
     p = f"calibration/cam{i}/"
     out[p + "K"] = np.asarray(cam.K, np.float64)
     out[p + "D"] = np.asarray(cam.D, np.float64)
-    out[p + "width"] = np.int64(cam.width)
-    out[p + "height"] = np.int64(cam.height)
     out[p + "model"] = FISHEYE_MODEL
     if i == 0:
       out[p + "T_c_b"] = np.asarray(cam.T_c_b, np.float64)
@@ -145,9 +146,14 @@ def rig_to_calibration(rig: Rig) -> dict[str, Any]:
   out["calibration/cam01/K"] = np.asarray(st.K, np.float64)
   out["calibration/cam01/T_c0_b"] = np.asarray(st.T_c0_b, np.float64)
   out["calibration/cam01/baseline"] = np.float64(st.baseline)
-  out["calibration/cam01/width"] = np.int64(st.width)
-  out["calibration/cam01/height"] = np.int64(st.height)
   out["calibration/cam01/model"] = PINHOLE_MODEL
+  sizes = {(c.width, c.height) for c in rig.fisheye}
+  if len(sizes) != 1:
+    raise ValueError(f"rig_to_calibration: fisheye cameras of different sizes {sorted(sizes)}; "
+                     "the file states one fisheye resolution")
+  out["calibration/fisheye_resolution"] = "%dx%d" % sizes.pop()
+  out["calibration/stereo_resolution"] = f"{st.width}x{st.height}"
+  out["calibration/rig_name"] = RIG_NAME
   return out
 
 
@@ -166,25 +172,40 @@ def _get(calib: Mapping[str, Any], name: str, shape: tuple[int, ...], source: st
   raise KeyError(f"{source}: missing key {name!r} (expected shape {shape})")
 
 
-def _size(calib: Mapping[str, Any], prefix: str, default: int | None,
+def _size(calib: Mapping[str, Any], prefix: str, resolution_key: str, default: int | None,
           source: str) -> tuple[int, int]:
-  dims = []
-  for dim in ("width", "height"):
-    name = f"calibration/{prefix}/{dim}"
-    if name in calib or name.removeprefix("calibration/") in calib:
-      dims.append(int(_get(calib, name, (), source)))
-    elif default is not None:
-      dims.append(default)
-    else:
-      raise KeyError(f"{source}: missing key {name!r} and no image size given")
-  return dims[0], dims[1]
+  """(width, height) of a camera: numeric width/height datasets (older generated files),
+  else the "WxH" resolution string, else `default` (real files: the decoded video)."""
+  def lookup(name):
+    for key in (name, name.removeprefix("calibration/")):
+      if key in calib:
+        return calib[key]
+    return None
+
+  if lookup(f"calibration/{prefix}/width") is not None:
+    return tuple(int(_get(calib, f"calibration/{prefix}/{dim}", (), source))
+                 for dim in ("width", "height"))
+  name = f"calibration/{resolution_key}"
+  value = lookup(name)
+  if value is not None:
+    text = value[()] if hasattr(value, "shape") else value
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    try:
+      w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+      raise ValueError(f"{source}: key {name!r} is {text!r}, expected \"<width>x<height>\"") \
+          from None
+    return w, h
+  if default is None:
+    raise KeyError(f"{source}: missing key {name!r} and no image size given")
+  return default, default
 
 
 def rig_from_calibration(calib: Mapping[str, Any], source: str = "calibration",
                          fisheye_size: int | None = None, stereo_size: int | None = None) -> Rig:
   """Inverse of `rig_to_calibration`; `calib` maps key names to arrays (an h5py File works).
 
-  Image sizes come from the optional width/height keys, else from `fisheye_size` /
+  Image sizes come from the optional resolution strings, else from `fisheye_size` /
   `stereo_size` (real files may lack them: the decoded video then tells the size).
   """
   fisheye = []
@@ -195,11 +216,11 @@ def rig_from_calibration(calib: Mapping[str, Any], source: str = "calibration",
       T = _get(calib, p + "T_c_b", (4, 4), source)
     else:
       T = _get(calib, p + "T_cn_cnm1", (4, 4), source) @ T_prev
-    w, h = _size(calib, f"cam{i}", fisheye_size, source)
+    w, h = _size(calib, f"cam{i}", "fisheye_resolution", fisheye_size, source)
     fisheye.append(FisheyeCamera(w, h, _get(calib, p + "K", (4,), source),
                                  _get(calib, p + "D", (4,), source), T))
     T_prev = T
-  w, h = _size(calib, "cam01", stereo_size, source)
+  w, h = _size(calib, "cam01", "stereo_resolution", stereo_size, source)
   baseline = float(_get(calib, "calibration/cam01/baseline", (), source))
   if baseline <= 0:
     raise ValueError(f"{source}: key 'calibration/cam01/baseline' is {baseline}, "

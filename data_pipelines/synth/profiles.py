@@ -63,7 +63,7 @@ SMALL = Profile(
     hdf5_compression="gzip",
     chunk_frames=32,
     point_cloud_size=500,
-    quirks=QuirkRates(hand_nan_runs=0.3, hands_zeros=0.1, missing_view=0.05,
+    quirks=QuirkRates(hand_nan_runs=0.3, untracked_nan=0.1, missing_view=0.05,
                       short_stream=0.1, string_timestamps=0.1),
 )
 
@@ -80,7 +80,7 @@ REAL = Profile(
     chunk_frames=4,
     block_tiles=2048,
     point_cloud_size=4000,
-    quirks=QuirkRates(hand_nan_runs=0.5, hands_zeros=0.15, missing_view=0.02,
+    quirks=QuirkRates(hand_nan_runs=0.5, untracked_nan=0.15, missing_view=0.02,
                       short_stream=0.1, string_timestamps=0.05),
 )
 

@@ -2,8 +2,8 @@
 
 Every quirk here is one the readers and the Stage-0 gate must tolerate
 (shared/XPERIENCE_FORMAT.md, "Real quirks a reader must survive"): extra NaN runs in hand
-tracking, a stretch where the hands are zeros instead of NaN, one MP4 missing, one stream a
-few frames short, and video timestamps stored as byte strings. Corruptions that must fail
+tracking, untracked hands stored as NaN instead of the real files' zeros, one MP4 missing,
+one stream a few frames short, and video timestamps stored as byte strings. Corruptions that must fail
 the gate are not made here.
 
 `draw_quirks` decides, from an rng, which quirks one episode gets; the writer applies the
@@ -28,7 +28,7 @@ class QuirkRates:
   """Per-episode probabilities of each quirk (0 disables it)."""
 
   hand_nan_runs: float = 0.0  # extra NaN runs in a tracked hand
-  hands_zeros: float = 0.0  # a stretch where a hand is zeros instead of NaN
+  untracked_nan: float = 0.0  # the episode stores untracked hands as NaN, not zeros
   missing_view: float = 0.0  # one of the six MP4 files is absent
   short_stream: float = 0.0  # one MP4 or the depth stream ends 1-3 frames early
   string_timestamps: float = 0.0  # video/device_timestamp written as b"<ns>" strings
@@ -49,7 +49,7 @@ class EpisodeQuirks:
   """The quirks one episode gets: concrete frames and streams."""
 
   hand_nan_runs: tuple[tuple[int, int, int], ...] = ()  # (hand 0=left 1=right, start, end)
-  hands_zeros: tuple[tuple[int, int, int], ...] = ()  # (hand, start, end)
+  untracked_nan: bool = False  # untracked hand rows are NaN instead of zeros
   missing_view: str | None = None  # a name from xperience.VIEWS
   short_streams: tuple[tuple[str, int], ...] = ()  # (stream, frames missing at the end)
   string_timestamps: bool = False
@@ -62,7 +62,7 @@ class EpisodeQuirks:
     """A JSON-ready summary (world.json and tests; the health report says it its own way)."""
     return {
         "hand_nan_runs": [list(r) for r in self.hand_nan_runs],
-        "hands_zeros": [list(r) for r in self.hands_zeros],
+        "untracked_nan": self.untracked_nan,
         "missing_view": self.missing_view,
         "short_streams": dict(self.short_streams),
         "string_timestamps": self.string_timestamps,
@@ -93,8 +93,6 @@ def draw_quirks(rates: QuirkRates, rng: np.random.Generator, num_frames: int) ->
     runs = _runs(rng, num_frames, count, 3, max(3, num_frames // 10))
     if u[0] < rates.hand_nan_runs:
       nan_runs += [(hand, s, e) for s, e in runs]
-  zero_hand = int(rng.integers(0, 2))
-  (zs, ze), = _runs(rng, num_frames, 1, max(1, num_frames // 10), max(1, num_frames // 4))
   view = xperience.VIEWS[int(rng.integers(0, len(xperience.VIEWS)))]
   short = SHORTENABLE_STREAMS[int(rng.integers(0, len(SHORTENABLE_STREAMS)))]
   short_by = int(rng.integers(1, 4))
@@ -105,26 +103,29 @@ def draw_quirks(rates: QuirkRates, rng: np.random.Generator, num_frames: int) ->
     shorts = ((short, short_by),)
   return EpisodeQuirks(
       hand_nan_runs=tuple(nan_runs),
-      hands_zeros=((zero_hand, zs, ze),) if u[1] < rates.hands_zeros else (),
+      untracked_nan=bool(u[1] < rates.untracked_nan),
       missing_view=missing,
       short_streams=shorts,
       string_timestamps=bool(u[4] < rates.string_timestamps),
   )
 
 
-def apply_hand_quirks(quirks: EpisodeQuirks, hands: dict[str, np.ndarray]) -> None:
+def apply_hand_quirks(quirks: EpisodeQuirks, hands: dict[str, np.ndarray],
+                      tracked: np.ndarray) -> None:
   """Blanks hand-tracking rows in place.
 
   hands: `hand_mocap/...` key name -> (N, ...) float array, as the writer is about to store
-  them. NaN runs blank whole rows of the run's hand; a zeros stretch writes zeros, the way
-  some real files mark a hand the tracker lost.
+  them (untracked rows already zeros, as real files store them). tracked: (N, 2) bool.
+  NaN runs blank whole rows of the run's hand; `untracked_nan` turns the untracked rows to
+  NaN, the other form the format allows.
   """
-  for rows, fill in ((quirks.hand_nan_runs, np.nan), (quirks.hands_zeros, 0.0)):
-    for hand, start, end in rows:
-      prefix = f"hand_mocap/{xperience.HANDS[hand]}_"
-      for name, value in hands.items():
-        if name.startswith(prefix):
-          value[start:end] = fill
+  blank = ~np.asarray(tracked, bool) if quirks.untracked_nan else np.zeros(tracked.shape, bool)
+  for hand, start, end in quirks.hand_nan_runs:
+    blank[start:end, hand] = True
+  for hand, side in enumerate(xperience.HANDS):
+    for name, value in hands.items():
+      if name.startswith(f"hand_mocap/{side}_"):
+        value[blank[:, hand]] = np.nan
 
 
 def timestamps_as_strings(ns: np.ndarray) -> np.ndarray:

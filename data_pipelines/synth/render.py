@@ -518,11 +518,11 @@ def _check_sim(sim: scene_lib.EpisodeSim) -> None:
   for name, shape in expect.items():
     got = np.shape(getattr(sim, name))
     if got != shape:
-      raise ValueError(f"EpisodeSim {sim.session}/ep{sim.episode}: {name} has shape {got}, "
+      raise ValueError(f"EpisodeSim {sim.name}: {name} has shape {got}, "
                        f"expected {shape}")
   for name in ("T_world_body", "static_poses", "object_poses"):
     if not np.all(np.isfinite(getattr(sim, name))):
-      raise ValueError(f"EpisodeSim {sim.session}/ep{sim.episode}: {name} has non-finite values")
+      raise ValueError(f"EpisodeSim {sim.name}: {name} has non-finite values")
 
 
 def wearer_colors(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -569,7 +569,7 @@ class Renderer:
     _check_sim(sim)
     solids = list(sim.static) + list(sim.objects)
     if len(solids) > self.profile.max_solids:
-      raise ValueError(f"EpisodeSim {sim.session}/ep{sim.episode}: {len(solids)} static and "
+      raise ValueError(f"EpisodeSim {sim.name}: {len(solids)} static and "
                        f"movable solids; profile {self.profile.name!r} renders at most "
                        f"{self.profile.max_solids} (Profile.max_solids)")
     n_pad = max(PRIM_PAD, -(-len(solids) // PRIM_PAD) * PRIM_PAD)

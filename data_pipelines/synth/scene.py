@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 
+from xefm_jax.data import xperience
+
 PRIMITIVE_KINDS = ("box", "sphere", "cylinder")  # cylinder: vertical axis in its own frame
 TEXTURES = ("plain", "checker", "stripes", "noise")
 
@@ -105,6 +107,12 @@ class EpisodeSim:
   relevant_objects: np.ndarray  # (N, K) bool: objects involved around each frame
   interactions: list[tuple[int, str]]  # (frame, sentence) sampled at 0.5 fps
   audio_events: list[AudioEvent]
+
+  @property
+  def name(self) -> str:
+    """`<session>/ep<k>`, the episode's folder under the corpus root (ep1 is episode 0)."""
+    return f"{self.session}/" + xperience.episode_dir_name(
+        self.episode + xperience.FIRST_EPISODE_NUMBER)
 
   @property
   def num_frames(self) -> int:

@@ -55,7 +55,9 @@ class Device:
 
 
 def episode_dir(root: pathlib.Path, session: str, episode: int) -> pathlib.Path:
-  return pathlib.Path(root) / session / f"ep{episode}"
+  """The folder of a session's episode `episode` (0-based in the world): ep1, ep2, ..."""
+  return pathlib.Path(root) / session / xperience.episode_dir_name(
+      episode + xperience.FIRST_EPISODE_NUMBER)
 
 
 def episode_key(sim: EpisodeSim) -> list[int]:
@@ -81,7 +83,8 @@ def _slam(sim: EpisodeSim) -> dict[str, np.ndarray]:
 
 
 def _hands(sim: EpisodeSim, rig: cameras_lib.Rig) -> dict[str, np.ndarray]:
-  """hand_mocap/* in the rectified stereo-left camera frame; NaN rows where not tracked."""
+  """hand_mocap/* in the rectified stereo-left camera frame; zero rows where not tracked
+  (as real files store an untracked hand; the `untracked_nan` quirk writes NaN instead)."""
   T_cam_world = rig.stereo.T_c0_b @ geometry.se3_inverse(sim.T_world_body)  # (N, 4, 4)
   n = sim.num_frames
   out = {}
@@ -98,7 +101,7 @@ def _hands(sim: EpisodeSim, rig: cameras_lib.Rig) -> dict[str, np.ndarray]:
     lost = ~np.asarray(sim.hand_visible[:, side], bool)
     for field, value in fields.items():
       value = np.array(value, np.float64)
-      value[lost] = np.nan
+      value[lost] = 0.0
       out[f"hand_mocap/{name}_{field}"] = value
   return out
 
@@ -164,7 +167,7 @@ def _metadata(sim: EpisodeSim, device: Device, quirks: quirks_lib.EpisodeQuirks,
       "metadata/time_created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
       "metadata/health_report": health_report(sim, quirks, audio_rate),
       "metadata/recording_id": str(uuid.uuid5(uuid.NAMESPACE_URL,
-                                              f"xefm-synth/{sim.session}/ep{sim.episode}")),
+                                              f"xefm-synth/{sim.name}")),
   }
 
 
@@ -268,7 +271,7 @@ class _Mp4:
 
 def write_episode(root: pathlib.Path, sim: EpisodeSim, caption: str, renderer: Renderer,
                   device: Device, quirks: quirks_lib.EpisodeQuirks | None = None) -> pathlib.Path:
-  """Writes `<root>/<sim.session>/ep<sim.episode>/` atomically; returns its path.
+  """Writes `<root>/<sim.name>/` (ep1 for episode 0) atomically; returns its path.
 
   An existing episode directory is complete by construction and is left as it is.
   `renderer` must be built for `device.rig`.
@@ -294,7 +297,7 @@ def _write_contents(out: pathlib.Path, sim: EpisodeSim, caption: str, renderer: 
                     device: Device, quirks: quirks_lib.EpisodeQuirks) -> None:
   prof = renderer.profile
   if not isinstance(caption, str):
-    raise TypeError(f"caption of {sim.session}/ep{sim.episode}: expected a JSON string, "
+    raise TypeError(f"caption of {sim.name}: expected a JSON string, "
                     f"got {type(caption).__name__}")
   h5_path = out / xperience.ANNOTATION_FILE
   with h5py.File(h5_path, "w", track_order=True) as f:
@@ -302,7 +305,7 @@ def _write_contents(out: pathlib.Path, sim: EpisodeSim, caption: str, renderer: 
     values: dict[str, Any] = {
         **cameras_lib.rig_to_calibration(device.rig),
         **_slam(sim),
-        "slam/point_cloud": points.astype(np.float32),
+        "slam/point_cloud": points.astype(np.float64),  # float64 in real files
         "depth/scale": np.float64(prof.depth_scale),
         "depth/depth_min": np.float64(prof.depth_min_m),
         "depth/depth_max": np.float64(prof.depth_max_m),
@@ -312,7 +315,7 @@ def _write_contents(out: pathlib.Path, sim: EpisodeSim, caption: str, renderer: 
         **_metadata(sim, device, quirks, prof.audio_rate),
         "caption": caption,
     }
-    quirks_lib.apply_hand_quirks(quirks, values)
+    quirks_lib.apply_hand_quirks(quirks, values, sim.hand_visible)
     for name, value in values.items():
       ds = _create(f, name, value, prof.hdf5_compression)
       if name in ("slam/quat_wxyz", "slam/trans_xyz"):

@@ -300,12 +300,24 @@ class Episode:
       raise self._error(key, f"holds non-finite values {x.tolist()}, expected finite numbers")
     return x
 
-  def _int_or_none(self, key: str) -> Optional[int]:
-    """An optional integer scalar (image sizes), None when the file lacks it."""
+  def _image_size(self, camera: str, resolution_key: str) -> tuple[Optional[int], Optional[int]]:
+    """(width, height) of a camera when the file states it, else (None, None): numeric
+    `calibration/<camera>/width|height` (older generated files) or a "WxH" string under
+    `calibration/<resolution_key>`. Real files hold no numeric sizes (the decoded video
+    tells them), so nothing may depend on this."""
+    w_key, h_key = f"calibration/{camera}/width", f"calibration/{camera}/height"
+    if w_key in self.keys and h_key in self.keys:
+      return tuple(int(np.asarray(self.read(k)).item()) for k in (w_key, h_key))
+    key = f"calibration/{resolution_key}"
     if key not in self.keys:
-      return None
-    self._checked(key)
-    return int(np.asarray(self.read(key)).item())
+      return None, None
+    text = self.read(key)
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    try:
+      w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+      raise self._error(key, f'is {text!r}, expected "<width>x<height>"') from None
+    return w, h
 
   def key_problems(self) -> list[str]:
     """Required keys missing and keys whose shape or dtype disagree with xperience.KEYS."""
@@ -408,16 +420,16 @@ class Episode:
     for i, view in enumerate(xperience.FISHEYE_VIEWS):
       if i:  # camera i from body = (camera i from camera i-1) (camera i-1 from body)
         T = self._vector(f"calibration/cam{i}/T_cn_cnm1") @ T
+      width, height = self._image_size(f"cam{i}", "fisheye_resolution")
       fisheye[view] = FisheyeCamera(
           K=self._vector(f"calibration/cam{i}/K"), D=self._vector(f"calibration/cam{i}/D"),
-          T_cam_body=T, width=self._int_or_none(f"calibration/cam{i}/width"),
-          height=self._int_or_none(f"calibration/cam{i}/height"))
+          T_cam_body=T, width=width, height=height)
     K = self._vector("calibration/cam01/K")
     T_left = self._vector("calibration/cam01/T_c0_b")
-    stereo = StereoCamera(
-        K=K, T_cam_body=T_left, baseline=self._scalar("calibration/cam01/baseline"),
-        width=self._int_or_none("calibration/cam01/width"),
-        height=self._int_or_none("calibration/cam01/height"))
+    width, height = self._image_size("cam01", "stereo_resolution")
+    stereo = StereoCamera(K=K, T_cam_body=T_left,
+                          baseline=self._scalar("calibration/cam01/baseline"),
+                          width=width, height=height)
     scale = self._scalar("depth/scale")
     if scale <= 0:  # Ropedia's loader needs it non-zero too
       raise self._error("depth/scale", f"is {scale}, expected a positive resolution scale")

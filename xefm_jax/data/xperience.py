@@ -14,6 +14,12 @@ Shape symbols:
 Dtype kinds follow numpy: "f" float, "i" signed int, "u" unsigned int, "S" fixed-length
 bytes, "O" variable-length string, "b" bool.
 
+Facts of real files that the generator copies (public probes of real annotation.hdf5 files):
+  * episodes are folders `ep1`, `ep2`, ... inside a session folder (numbered from 1);
+  * `calibration/` holds 23 datasets whose numeric values flatten to 117 numbers (no
+    numeric image sizes);
+  * `slam/point_cloud` is float64.
+
 Conventions the public card leaves open and this project fixes (a reader must not rely on
 them beyond what is written here; the generator writes them explicitly):
   * `slam/quat_wxyz`, `slam/trans_xyz` are world-to-body: p_body = R(q) p_world + t.
@@ -26,7 +32,10 @@ them beyond what is written here; the generator writes them explicitly):
     included (a device at rest reads +9.81 along the body axis pointing up); gyroscope is
     angular rate in the body frame in rad/s.
   * Hand joints (`hand_mocap/*`) are in the rectified stereo-left camera frame (cam01, the
-    frame of the depth map) in metres, MANO joint order (wrist first).
+    frame of the depth map) in metres, MANO joint order (wrist first). An untracked hand
+    is stored as zeros in every `hand_mocap/<side>_*` field of that frame (real files:
+    Ropedia's visualiser tests for all zeros); NaN rows occur too. Readers take a joints
+    row that is all zeros or holds a NaN as untracked, and nothing learns from it.
   * Camera frames are x right, y down, z forward; the body (device) frame is x forward,
     y left, z up; the world frame is z up.
 """
@@ -45,6 +54,8 @@ STEREO_VIEWS = ("stereo_left", "stereo_right")
 VIEWS = FISHEYE_VIEWS + STEREO_VIEWS  # the six MP4 files, in this order everywhere
 VIDEO_SUFFIX = ".mp4"
 ANNOTATION_FILE = "annotation.hdf5"
+EPISODE_DIR_PREFIX = "ep"  # <session_uuid>/ep<k>/, k from 1 in every public episode name
+FIRST_EPISODE_NUMBER = 1
 OPTIONAL_FILES = ("visualization.rrd",)  # ignored by every reader
 
 NUM_HAND_JOINTS = 21  # MANO order: wrist, then thumb, index, middle, ring, pinky (4 each)
@@ -73,13 +84,16 @@ class Key:
 
 
 def _cam_keys() -> list[Key]:
+  """The 23 calibration datasets of a real file: 14 arrays, the stereo baseline and 8
+  non-numeric scalars. Their numeric values flatten to 117 numbers (public probes); image
+  sizes are not numeric datasets, so a reader takes them from the decoded video. The names
+  of the non-numeric scalars are not published: ours are the camera model names (5) and,
+  as "WxH" strings, the two image sizes plus the rig's name (*assumed*, optional)."""
   keys = []
   for i in range(4):
     keys += [
         Key(f"calibration/cam{i}/K", (4,), "f", doc="fisheye fx, fy, cx, cy (pixels)"),
         Key(f"calibration/cam{i}/D", (4,), "f", doc="equidistant (Kannala-Brandt) k1..k4"),
-        Key(f"calibration/cam{i}/width", (), "iu", required=False, doc="image width"),
-        Key(f"calibration/cam{i}/height", (), "iu", required=False, doc="image height"),
         Key(f"calibration/cam{i}/model", (), "OS", required=False, doc='"kannala_brandt"'),
     ]
   keys.append(Key("calibration/cam0/T_c_b", (4, 4), "f", doc="camera 0 from body"))
@@ -90,11 +104,24 @@ def _cam_keys() -> list[Key]:
       Key("calibration/cam01/K", (4,), "f", doc="rectified stereo fx, fy, cx, cy"),
       Key("calibration/cam01/T_c0_b", (4, 4), "f", doc="rectified left camera from body"),
       Key("calibration/cam01/baseline", (), "f", doc="stereo baseline, metres"),
-      Key("calibration/cam01/width", (), "iu", required=False),
-      Key("calibration/cam01/height", (), "iu", required=False),
       Key("calibration/cam01/model", (), "OS", required=False, doc='"pinhole"'),
+      Key("calibration/fisheye_resolution", (), "OS", required=False, doc='"WxH" string'),
+      Key("calibration/stereo_resolution", (), "OS", required=False, doc='"WxH" string'),
+      Key("calibration/rig_name", (), "OS", required=False, doc="calibrated rig"),
   ]
   return keys
+
+
+CALIBRATION_DATASETS = 23  # public: datasets under calibration/ in a real file
+CALIBRATION_NUMBERS = 117  # public: their numeric values, flattened
+
+
+def episode_dir_name(number: int) -> str:
+  """The folder of the episode numbered `number` (from FIRST_EPISODE_NUMBER) in a session."""
+  if number < FIRST_EPISODE_NUMBER:
+    raise ValueError(f"episode number {number}: real sessions number episodes from "
+                     f"{EPISODE_DIR_PREFIX}{FIRST_EPISODE_NUMBER}")
+  return f"{EPISODE_DIR_PREFIX}{number}"
 
 
 def _hand_keys() -> list[Key]:
@@ -103,7 +130,8 @@ def _hand_keys() -> list[Key]:
     p = f"hand_mocap/{side}_"
     keys += [
         Key(p + "joints_3d", ("N", NUM_HAND_JOINTS, 3), "f",
-            doc="MANO joints, camera frame, m; NaN or zeros when not tracked"),
+            doc="MANO joints, camera frame, m; an untracked hand is all zeros "
+            "(real files), NaN in some: both read as untracked"),
         Key(p + "translation", ("N", 3), "f"),
         Key(p + "mano_hand_pose", ("N", 15, 3, 3), "f", doc="rotation matrices"),
         Key(p + "mano_hand_global_orient", ("N", 9), "f"),
@@ -118,7 +146,7 @@ KEYS: tuple[Key, ...] = tuple(
         Key("slam/quat_wxyz", ("N", 4), "f", doc="orientation, w first, world-to-body"),
         Key("slam/trans_xyz", ("N", 3), "f"),
         Key("slam/frame_names", ("N",), "SO", doc='b"<device time ns>.jpg"'),
-        Key("slam/point_cloud", ("P", 3), "f", required=False),
+        Key("slam/point_cloud", ("P", 3), "f", required=False, doc="float64 in real files"),
         Key("depth/depth", ("N", "H", "W"), "f", doc="metric depth, m"),
         Key("depth/confidence", ("N", "H", "W"), "u", doc="0-255"),
         Key("depth/scale", (), "f", doc="depth resolution / stereo resolution"),
