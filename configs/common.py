@@ -17,6 +17,9 @@ def data_config() -> ml_collections.ConfigDict:
   # Corpus. With `shards` unset and `raw` unset, the local run synthesizes a corpus.
   c.raw = ml_collections.FieldReference(None, field_type=str)  # raw episode root
   c.shards = ml_collections.FieldReference(None, field_type=str)  # shard corpus root
+  # Check the shards a run reads against what the shredder wrote (chunk files and their
+  # sizes) before reading them: a missing chunk would read as zeros (data/shards.py).
+  c.verify_shards = True
   c.synthesize = ml_collections.ConfigDict(dict(
       sessions=8, episodes_per_session=3, seconds=40.0, seed=0, profile="small"))
   # Window contract (WindowSpec); label/vocabulary sizes are replaced by the manifest's.

@@ -13,8 +13,20 @@
    parallel. A shard is written under `.tmp-<name>-<pid>` and renamed when complete; a re-run
    skips complete shards; a kill loses only the shards in flight.
 4. Merge: once every shard of the plan is complete, `manifest.json` is written (schema
-   version, shards, splits, vocabularies, provenance, train-split normalisation statistics).
-   Any task that finishes last writes it; `--merge-only` writes it without shredding.
+   version, shards with the sha256 of their index, splits, vocabularies, provenance,
+   train-split normalisation statistics). Any task that finishes last writes it;
+   `--merge-only` writes it without shredding.
+
+The Stage-0 report is tied to the raw root it was made from by its episodes' checksums
+(`validate.episode_checksum`): a report of another raw root is refused, the same root at
+another path is accepted. Every shard's index records its arrays' chunk files and their
+sizes as written (`shards.chunk_record`).
+
+    python data_pipelines/shred.py --verify SHARDS [--deep]
+
+checks a corpus against those records (`shards.check_shard`): fast, every chunk file
+listed and its size compared; `--deep`, every chunk decoded as well. Exit 0 when the corpus
+is as written, 1 otherwise, one line per problem.
 """
 
 from __future__ import annotations
@@ -22,7 +34,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -38,6 +49,7 @@ import tensorstore as ts
 import tqdm
 
 from data_pipelines import validate
+from xefm_jax import errors
 from xefm_jax.data import episode as episode_lib
 from xefm_jax.data import shards
 from xefm_jax.data import splits as splits_lib
@@ -46,14 +58,6 @@ from xefm_jax.data import streams as streams_lib
 from xefm_jax.data import text as text_lib
 
 BLOCK_CHUNKS = 4  # chunks of frames decoded and written at a time (bounds memory)
-
-
-def _sha256(path: pathlib.Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 22), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- plan
@@ -120,15 +124,36 @@ def make_plan(raw: pathlib.Path, report: dict, options: shards.ShredOptions,
 
 
 def write_or_check_plan(out: pathlib.Path, plan: dict) -> None:
+  """Writes the plan, or checks that the one on disk is the same (the raw root's path aside:
+  the report's checksums, not its path, say which corpus it is)."""
   path = out / shards.PLAN_FILE
   if path.exists():
     existing = shards.read_json(path, "the shard plan")
-    if existing != json.loads(json.dumps(plan, sort_keys=True)):
+    if {**existing, "raw": ""} != json.loads(json.dumps({**plan, "raw": ""}, sort_keys=True)):
       raise shards.ShardError(
           f"{path}: a different plan is already on disk (another raw root, report or options); "
           "use a new --out or delete the corpus")
     return
   shards.write_json_atomic(path, plan)
+
+
+def check_report(raw: pathlib.Path, report: dict, where: pathlib.Path, fix: str) -> None:
+  """Refuses a Stage-0 report that was not made from the raw root `raw`: its episodes must
+  be the raw root's, with the same checksums (a report written before checksums: the same
+  episode names)."""
+  on_disk = {f"{p.parent.name}/{p.name}": p for p in validate.find_episodes(raw)}
+  rows = report.get("episodes", [])
+  missing = [r["episode"] for r in rows if r["episode"] not in on_disk]
+  unlisted = sorted(set(on_disk) - {r["episode"] for r in rows})
+  changed = [r["episode"] for r in rows if r["episode"] in on_disk and "checksum" in r
+             and validate.episode_checksum(on_disk[r["episode"]]) != r["checksum"]]
+  problems = [f"{len(x)} {what} (the first {x[0]})" for x, what in (
+      (missing, f"of its {len(rows)} episodes are not under {raw}"),
+      (unlisted, f"episodes under {raw} are not in it"),
+      (changed, "episodes differ in their files")) if x]
+  if problems:
+    raise shards.ShardError(f"{where}: the Stage-0 report was made from another raw root "
+                            f"({report.get('raw')}): {', '.join(problems)}; {fix}")
 
 
 # ----------------------------------------------------------------------------- shred
@@ -186,7 +211,8 @@ def shred_shard(out: str, raw: str, plan: dict, shard_name: str) -> dict[str, An
                                float(intrinsics.K[2] / intrinsics.width),
                                float(intrinsics.K[3] / intrinsics.height)],
           "source": str(src), "annotation_bytes": ep.annotation_path.stat().st_size,
-          "annotation_sha256": _sha256(ep.annotation_path), "raw_bytes": shards.dir_bytes(src),
+          "annotation_sha256": shards.sha256_file(ep.annotation_path),
+          "raw_bytes": shards.dir_bytes(src),
           "pipeline_version": shards.PIPELINE_VERSION,
           "stats": {k: m.to_json() for k, m in moments.items()},
       })
@@ -196,8 +222,10 @@ def shred_shard(out: str, raw: str, plan: dict, shard_name: str) -> dict[str, An
   if offset != shard["frames"]:
     raise shards.ShardError(f"{shard_name}: wrote {offset} frames, the plan says "
                             f"{shard['frames']} (the raw root changed since planning?)")
+  grids = {a.name: shards.chunk_grid(a, shard["frames"], options, num_objects)
+           for a in shards.ARRAYS}
   index = {"schema_version": shards.SCHEMA_VERSION, "name": shard_name, "split": shard["split"],
-           "frames": offset, "episodes": episodes}
+           "frames": offset, "episodes": episodes, "chunks": shards.chunk_record(tmp, grids)}
   (tmp / shards.INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
   final = out_p / shard_name
   os.rename(tmp, final)  # atomic on one file system: the shard appears complete or not at all
@@ -222,7 +250,8 @@ def merge(out: pathlib.Path) -> Optional[dict]:
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "raw": plan["raw"],
       "options": plan["options"], "splits": plan["splits"], "vocabularies": plan["vocabularies"],
       "shards": [{"name": ix["name"], "split": ix["split"], "frames": ix["frames"],
-                  "episodes": len(ix["episodes"]), "bytes": shards.dir_bytes(out / ix["name"])}
+                  "episodes": len(ix["episodes"]), "bytes": shards.dir_bytes(out / ix["name"]),
+                  "index_sha256": shards.sha256_file(out / ix["name"] / shards.INDEX_FILE)}
                  for ix in indexes],
       "episodes": [{k: v for k, v in e.items() if k != "stats"} for e in episodes],
       "stats": stats_lib.merge(train_stats), "failed": plan["failed"],
@@ -251,10 +280,15 @@ def run(raw: str | os.PathLike, out: str | os.PathLike, *, report: Optional[str]
 
   if report:
     gate = shards.read_json(pathlib.Path(report), "the Stage-0 report")
+    check_report(raw, gate, pathlib.Path(report), f"pass the report of {raw} (python "
+                 f"data_pipelines/validate.py --raw {raw} --report FILE), or no --report to "
+                 "gate it now")
   else:
     gate_path = out / "stage0.json"
     if gate_path.exists():
       gate = shards.read_json(gate_path, "the Stage-0 report")
+      check_report(raw, gate, gate_path, f"delete it (the gate then runs on {raw}) or use "
+                   "another --out")
     else:
       gate = validate.validate_root(raw, workers=workers, progress=progress)
       validate.write_json_atomic(gate_path, gate)
@@ -294,10 +328,36 @@ def run(raw: str | os.PathLike, out: str | os.PathLike, *, report: Optional[str]
   }
 
 
+def verify(root: str | os.PathLike, deep: bool = False, progress: bool = True
+           ) -> dict[str, Any]:
+  """Checks every shard of a complete corpus against what the shredder wrote
+  (`shards.check_shard`); returns the problems (one line each) and what was checked."""
+  start = time.perf_counter()
+  root = pathlib.Path(root)
+  manifest = shards.load_manifest(root)
+  chunks = {s["name"]: shards.stored_chunks(shards.read_json(
+      root / s["name"] / shards.INDEX_FILE, "a shard index")["chunks"])
+      for s in manifest["shards"]}
+  bar = tqdm.tqdm(total=sum(chunks.values()), unit="chunk", unit_scale=True,
+                  desc="verify (decode)" if deep else "verify", disable=not progress)
+  problems = []
+  for shard in manifest["shards"]:
+    before = bar.n
+    problems += shards.check_shard(root, shard, deep=deep, progress=bar.update)
+    bar.update(before + chunks[shard["name"]] - bar.n)  # a damaged shard stops early
+  bar.close()
+  return {"shards": len(manifest["shards"]), "chunks": sum(chunks.values()),
+          "bytes": sum(s["bytes"] for s in manifest["shards"]), "deep": deep,
+          "problems": problems, "seconds": round(time.perf_counter() - start, 3)}
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--raw", required=True)
-  p.add_argument("--out", required=True)
+  p.add_argument("--raw", help="raw root: <session>/ep<k>/ directories")
+  p.add_argument("--out", help="the shard corpus to write")
+  p.add_argument("--verify", metavar="SHARDS",
+                 help="check a complete corpus instead of shredding (exit 1 if damaged)")
+  p.add_argument("--deep", action="store_true", help="--verify: decode every chunk too")
   p.add_argument("--report", help="Stage-0 report JSON (default: run the gate now)")
   p.add_argument("--workers", type=int, default=1)
   p.add_argument("--task-index", type=int, default=0)
@@ -311,7 +371,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  default=shards.ShredOptions.episodes_per_shard)
   validate.add_split_arguments(p)
   p.add_argument("--quiet", action="store_true")
+  errors.add_verbose_argument(p)
   args = p.parse_args(argv)
+  if args.verify:
+    if args.raw or args.out:
+      p.error("--verify checks a corpus: give it alone, without --raw and --out")
+    return args
+  if args.deep:
+    p.error("--deep goes with --verify SHARDS")
+  if not args.raw or not args.out:
+    p.error("--raw and --out are required (or --verify SHARDS)")
   if not pathlib.Path(args.raw).is_dir():
     p.error(f"--raw {args.raw}: not a directory")
   if not 0 <= args.task_index < args.task_count:
@@ -326,17 +395,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
+  if args.verify:
+    result = verify(args.verify, deep=args.deep, progress=not args.quiet)
+    for problem in result["problems"]:
+      print(errors.PREFIX + problem, file=sys.stderr)
+    print(f"verify: {result['shards']} shards, {result['chunks']} chunk files, "
+          f"{result['bytes'] / 1e6:.1f} MB: "
+          f"{'damaged' if result['problems'] else 'as written'} "
+          f"({'every chunk decoded' if args.deep else 'listing and sizes'}, "
+          f"{result['seconds']:.2f} s)")
+    print(json.dumps({k: v for k, v in result.items() if k != "problems"}
+                     | {"problems": len(result["problems"])}))
+    return 1 if result["problems"] else 0
   options = shards.ShredOptions(video_size=args.video_size, depth_size=args.depth_size,
                                 frame_stride=args.frame_stride, caption_len=args.caption_len,
                                 episodes_per_shard=args.episodes_per_shard)
-  try:
-    summary = run(args.raw, args.out, report=args.report, options=options,
-                  split_spec=args.split_spec,
-                  workers=args.workers, task_index=args.task_index, task_count=args.task_count,
-                  merge_only=args.merge_only, progress=not args.quiet)
-  except (shards.ShardError, splits_lib.SplitError) as e:
-    print(f"shred: {e}", file=sys.stderr)
-    return 1
+  summary = run(args.raw, args.out, report=args.report, options=options,
+                split_spec=args.split_spec,
+                workers=args.workers, task_index=args.task_index, task_count=args.task_count,
+                merge_only=args.merge_only, progress=not args.quiet)
   if "frames" in summary:
     print(f"shred: {summary['episodes']} episodes ({summary['failed_episodes']} failed the "
           f"gate), {summary['frames']} frames, {summary['bytes_in'] / 1e6:.1f} MB in, "
@@ -347,4 +424,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  errors.cli(main)

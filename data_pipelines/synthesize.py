@@ -35,6 +35,7 @@ import tqdm
 
 from data_pipelines.synth import cameras, profiles, quirks as quirks_lib, writer
 from data_pipelines.synth.profiles import Profile
+from xefm_jax import errors
 from xefm_jax.data import shards
 
 DEVICE_VERSION = "xperience-synth-1.0"
@@ -262,15 +263,15 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--profile", default="small", choices=sorted(profiles.PROFILES))
   parser.add_argument("--workers", default=1, type=_positive(int),
                       help="processes writing episodes in parallel")
+  errors.add_verbose_argument(parser)
   args = parser.parse_args(argv)
   try:
     synthesize(args.out, args.sessions, args.episodes_per_session, args.seconds, args.seed,
                args.profile, args.workers)
-  except RuntimeError as e:
-    print(e, file=sys.stderr)
-    return 1
+  except RuntimeError as e:  # the episodes that failed, one line each
+    raise errors.Error(f"{args.out}: {e}") from e
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  errors.cli(main)

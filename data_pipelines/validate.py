@@ -18,6 +18,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -30,12 +31,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tqdm
 
+from xefm_jax import errors
 from xefm_jax.data import episode as episode_lib
 from xefm_jax.data import media
 from xefm_jax.data import splits as splits_lib
 from xefm_jax.data import xperience
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: each row's `checksum` ties the report to its raw root
 _EPISODE_DIR = re.compile(r"^ep\d+$")
 
 
@@ -61,13 +63,26 @@ def find_episodes(raw: pathlib.Path) -> list[pathlib.Path]:
   return out
 
 
+def episode_checksum(path: str | os.PathLike) -> str:
+  """sha256 over an episode's files (relative names and sizes): ties a report row to the
+  episode it was made from wherever the raw root lies. Content is not read: the shredder
+  checks every row in every task of an array job, and the gate's own decode is the check
+  of content."""
+  path = pathlib.Path(path)
+  h = hashlib.sha256()
+  for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    h.update(f"{f.relative_to(path).as_posix()}\t{f.stat().st_size}\n".encode())
+  return h.hexdigest()
+
+
 class _Row:
   """One episode's report row under construction."""
 
   def __init__(self, path: pathlib.Path):
     self.data: dict[str, Any] = {
         "episode": f"{path.parent.name}/{path.name}", "session": path.parent.name,
-        "path": str(path), "status": "pass", "reasons": [], "warnings": [],
+        "path": str(path), "checksum": episode_checksum(path), "status": "pass",
+        "reasons": [], "warnings": [],
         "frames": {}, "valid_fraction": {}, "duration_s": 0.0, "views": [],
         "audio": None, "activity": "", "objects": []}
 
@@ -377,6 +392,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--frame-tolerance", type=int, default=GateConfig.frame_tolerance)
   p.add_argument("--decode", choices=("ends", "full"), default=GateConfig.decode)
   p.add_argument("--quiet", action="store_true", help="no progress bar")
+  errors.add_verbose_argument(p)
   args = p.parse_args(argv)
   if not pathlib.Path(args.raw).is_dir():
     p.error(f"--raw {args.raw}: not a directory")
@@ -396,13 +412,12 @@ def main(argv: Sequence[str]) -> int:
                    frame_tolerance=args.frame_tolerance, decode=args.decode)
   spec = args.split_spec
   if not find_episodes(pathlib.Path(args.raw)):
-    print(f"validate: no <session>/ep<k> episode directories under {args.raw}", file=sys.stderr)
-    return 2
+    raise errors.UsageError(f"{args.raw}: no <session>/ep<k> episode directories; give the "
+                            "raw root (its folders are sessions)")
   try:
     report = validate_root(args.raw, cfg, args.workers, spec, progress=not args.quiet)
   except splits_lib.SplitError as e:
-    print(f"validate: {e}", file=sys.stderr)
-    return 2
+    raise errors.UsageError(str(e)) from e
   write_json_atomic(pathlib.Path(args.report), report)
   print(format_summary(report))
   print(f"report: {args.report}")
@@ -410,4 +425,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  errors.cli(main)

@@ -21,14 +21,19 @@ from __future__ import annotations
 import os
 import sys
 
+from xefm_jax import errors  # before jax: it imports nothing heavy
+
 
 def _devices_from_argv(argv: list[str]) -> int:
   """--devices must be known before jax is imported (it sizes the fake CPU platform)."""
   for i, arg in enumerate(argv):
-    if arg.startswith("--devices="):
-      return int(arg.split("=", 1)[1])
-    if arg == "--devices" and i + 1 < len(argv):
-      return int(argv[i + 1])
+    value = (arg.split("=", 1)[1] if arg.startswith("--devices=") else
+             argv[i + 1] if arg == "--devices" and i + 1 < len(argv) else None)
+    if value is not None:
+      if not value.isdigit() or int(value) < 1:
+        sys.exit(errors.report(errors.UsageError(
+            f"--devices={value}: not a device count; give a positive integer")))
+      return int(value)
   return 8
 
 
@@ -39,10 +44,11 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import json  # noqa: E402
 import time  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from xefm_jax import config_check  # noqa: E402
 from xefm_jax.data import spec as spec_lib  # noqa: E402
 from xefm_jax.objectives import base as objectives_base  # noqa: E402
 from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
@@ -61,6 +67,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   devices = jax.devices()
+  config_check.check(config, num_devices=len(devices))
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   plan = step_lib.StepPlan.make(config, spec_lib.WindowSpec.from_config(config.data), mesh,
                                 sharding.rules_from_config(config))
@@ -102,4 +109,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  errors.run(main)

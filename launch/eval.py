@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from xefm_jax import errors
 from xefm_jax.eval import checkpoints
 from xefm_jax.eval import report as report_lib
 from xefm_jax.eval import suite
@@ -39,13 +40,14 @@ def main(argv):
   steps = checkpoints.steps(_WORKDIR.value)
   which = _CHECKPOINT.value
   if not steps:
-    raise app.UsageError(f"{_WORKDIR.value}: no complete checkpoint to evaluate")
+    raise checkpoints.train_checkpoint.CheckpointError(
+        f"{_WORKDIR.value}: no complete checkpoint to evaluate; train first")
   if which == "latest":
     steps = steps[-1:]
   elif which != "all":
     if not which.isdigit() or int(which) not in steps:
-      raise app.UsageError(f"--checkpoint={which}: not a complete checkpoint of "
-                           f"{_WORKDIR.value} (have {steps}; or `latest`, `all`)")
+      raise errors.UsageError(f"--checkpoint={which}: not a complete checkpoint of "
+                              f"{_WORKDIR.value}; give one of {steps}, `latest` or `all`")
     steps = [int(which)]
   run = suite.open_run(_WORKDIR.value, steps[-1], _SHARDS.value)
   show = cfg.progress and jax.process_index() == 0
@@ -71,4 +73,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  errors.run(main)

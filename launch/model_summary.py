@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import math
 
-from absl import app, flags
+from absl import flags
 import flax.linen as nn
 import jax
 from ml_collections import config_flags
 
 from configs import common
+from xefm_jax import config_check
+from xefm_jax import errors
 from xefm_jax.data import spec as spec_lib
 from xefm_jax.model.xefm import XEFM
 from xefm_jax.parallel import init, mesh as mesh_lib, report, sharding
@@ -50,6 +52,7 @@ def main(argv):
   num_devices = _NUM_DEVICES.value or (
       math.prod(config.mesh[a] for a in mesh_lib.MESH_AXES)
       if all(config.mesh[a] > 0 for a in mesh_lib.MESH_AXES) else jax.device_count())
+  config_check.check(config, num_devices=num_devices)
   mesh = mesh_lib.abstract_mesh(config.mesh, num_devices)
   rules = sharding.rules_from_config(config)
   specs = sharding.mesh_specs(boxed, rules)
@@ -82,4 +85,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  errors.run(main)

@@ -11,6 +11,10 @@ synthesizes, gates and shreds one into WORKDIR/data while the others wait (skipp
 already there). The corpus' label and vocabulary sizes go into the config, then the loop
 (xefm_jax/train/loop.py) runs. A run started again in the same workdir resumes from its
 latest complete checkpoint.
+
+The config is checked before anything is read or compiled (xefm_jax/config_check.py); a bad
+config, corpus or checkpoint is one line `xefm: <file or key>: <what is wrong>; <what to
+do>` and exit 1 (xefm_jax/errors.py; --verbose or XEFM_TRACEBACK=1 adds the traceback).
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 import logging as pylogging
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from data_pipelines import prepare
 from data_pipelines import synthesize
+from xefm_jax import config_check
+from xefm_jax import errors
 from xefm_jax.data import source
 from xefm_jax.train import loop
 
@@ -82,6 +88,8 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   synthesize.enable_compilation_cache()  # a restarted run skips compiling its step
   initialize_distributed()
+  config_check.check(config, num_devices=jax.device_count(),
+                     process_count=jax.process_count())
   name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
   workdir = pathlib.Path(_WORKDIR.value or pathlib.Path("runs") / name)
   if jax.process_index() == 0:
@@ -89,7 +97,9 @@ def main(argv):
   multihost_utils.sync_global_devices("corpus prepared")
   shards = prepare.prepare(workdir, config.data)  # complete now: only finds it
   config.data.shards = str(shards)
-  loop.with_corpus_sizes(config, source.Corpus(shards))
+  corpus = source.Corpus(shards)
+  config_check.check_corpus(config, corpus)
+  loop.with_corpus_sizes(config, corpus)
   logging.info("process %d/%d, %d local devices, workdir %s", jax.process_index(),
                jax.process_count(), jax.local_device_count(), workdir)
   loop.train(config, workdir)
@@ -97,4 +107,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  errors.run(main)

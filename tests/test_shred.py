@@ -111,12 +111,17 @@ def test_kill_then_resume_equals_uninterrupted(shard_corpus, raw_corpus, tmp_pat
   out = tmp_path / "killed"
   proc = subprocess.Popen(_shred_cli(raw_corpus, out, "--report", str(report)))
   deadline = time.time() + 120
-  while not any(out.glob("shard-*")) and time.time() < deadline:  # mid-run: some shards done
-    time.sleep(0.05)
-  time.sleep(random.uniform(0.0, 0.5))
+  while not any(out.glob("shard-*")) and time.time() < deadline:  # mid-run: one shard done
+    time.sleep(0.01)
+  time.sleep(random.uniform(0.0, 0.2))  # somewhere in the next shard (~1 s each)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (out / shards.MANIFEST_FILE).exists() or proc.returncode == 0
+  # the kill landed mid-run: killed by it, some shards complete and not all, no manifest
+  planned = len(json.loads((out / shards.PLAN_FILE).read_text())["shards"])
+  complete = [d for d in out.glob("shard-*") if shred.is_complete(out, d.name)]
+  assert proc.returncode == -signal.SIGKILL, proc.returncode
+  assert 0 < len(complete) < planned and not (out / shards.MANIFEST_FILE).exists(), (
+      len(complete), planned)
   subprocess.run(_shred_cli(raw_corpus, out, "--report", str(report)), check=True)
   assert not list(out.glob(shards.TMP_PREFIX + "shard-*"))
   _assert_same_corpus(reference, out)
@@ -197,3 +202,99 @@ def test_failing_episodes_are_listed_and_the_rest_shredded(raw_corpus, tmp_path)
   m = json.loads((tmp_path / "out" / shards.MANIFEST_FILE).read_text())
   assert [f["episode"] for f in m["failed"]] == [f"{sessions[0].name}/ep1"]
   assert any("caption_not_json" in r for r in m["failed"][0]["reasons"])
+
+
+def _verify(corpus, *extra):
+  return subprocess.run([sys.executable, str(ROOT / "data_pipelines/shred.py"), "--verify",
+                         str(corpus), "--quiet", *extra], capture_output=True, text=True)
+
+
+def _train_shard(corpus: pathlib.Path) -> str:
+  return next(s["name"] for s in shards.load_manifest(corpus)["shards"]
+              if s["split"] == "train")
+
+
+def test_verify_passes_an_intact_corpus(shard_corpus):
+  for extra in ((), ("--deep",)):
+    proc = _verify(shard_corpus, *extra)
+    assert proc.returncode == 0 and "as written" in proc.stdout, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["problems"] == 0
+
+
+def test_a_deleted_chunk_is_refused_by_the_reader_and_by_verify(shard_corpus, tmp_path):
+  """One chunk file gone (its frames would read as zeros with their flags still set)."""
+  c = _copy(shard_corpus, tmp_path)
+  name = _train_shard(c)
+  record = json.loads((c / name / shards.INDEX_FILE).read_text())["chunks"]["pose"]
+  assert record["grid"][0] >= 3
+  (c / name / "pose" / "c" / "2" / "0" / "0").unlink()  # frames 32..47
+  corpus = source_lib.Corpus(c)  # the manifest alone still reads
+  spec = spec_lib.WindowSpec(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,
+                             num_objects=len(corpus.labels.objects))
+  with pytest.raises(shards.ShardError,
+                     match=rf"{name}/pose: 1 of \d+ chunk files are missing, the first c/2/0/0"):
+    source_lib.WindowSource(corpus, "train", spec, window_stride=5)
+  proc = _verify(c)
+  assert proc.returncode == 1
+  problems = [line for line in proc.stderr.splitlines() if line.startswith("xefm: ")]
+  assert len(problems) == 1 and f"{name}/pose" in problems[0] and "c/2/0/0" in problems[0]
+  assert "damaged" in proc.stdout
+
+
+def test_verify_finds_a_chunk_of_another_size_and_deep_a_corrupt_one(shard_corpus, tmp_path):
+  c = _copy(shard_corpus, tmp_path)
+  name = _train_shard(c)
+  chunk = c / name / "imu" / "c" / "1" / "0" / "0"
+  data = chunk.read_bytes()
+  chunk.write_bytes(data[:-3])
+  proc = _verify(c)
+  assert proc.returncode == 1 and f"{name}/imu/c/1/0/0: {len(data) - 3} bytes, written with "\
+      f"{len(data)}" in proc.stderr, proc.stderr
+  # same size, garbage inside: the listing cannot tell, decoding can
+  chunk.write_bytes(data[:16] + bytes(len(data) - 16))
+  assert _verify(c).returncode == 0
+  deep = _verify(c, "--deep")
+  assert deep.returncode == 1 and f"{name}/imu: frames [" in deep.stderr, deep.stderr
+
+
+def test_a_shard_from_another_shredding_is_refused(shard_corpus, tmp_path):
+  c = _copy(shard_corpus, tmp_path)
+  name = _train_shard(c)
+  index = c / name / shards.INDEX_FILE
+  index.write_text(index.read_text().replace('"frames"', '"frames" ', 1))
+  proc = _verify(c)
+  assert proc.returncode == 1 and "sha256 is not the manifest's" in proc.stderr
+
+
+def _subset(raw_corpus: pathlib.Path, dst: pathlib.Path, sessions: int) -> pathlib.Path:
+  for s in sorted(p for p in raw_corpus.iterdir() if p.is_dir())[:sessions]:
+    shutil.copytree(s, dst / s.name)
+  return dst
+
+
+def test_a_foreign_stage0_report_is_refused_and_a_moved_root_accepted(raw_corpus, shard_corpus,
+                                                                     tmp_path):
+  raw = _subset(raw_corpus, tmp_path / "raw", 2)
+  out = tmp_path / "out"
+  out.mkdir()
+  shutil.copy(shard_corpus / "stage0.json", out / "stage0.json")  # the whole raw corpus'
+  proc = subprocess.run(_shred_cli(raw, out), capture_output=True, text=True)
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+  assert lines[0].startswith(f"xefm: {out / 'stage0.json'}: the Stage-0 report was made from "
+                             f"another raw root ({raw_corpus})"), lines[0]
+  assert "delete it" in lines[0] and not (out / shards.PLAN_FILE).exists()
+  # its own report, then the raw root moved: the same corpus, accepted (with the plan that
+  # is already on disk too)
+  (out / "stage0.json").unlink()
+  subprocess.run(_shred_cli(raw, out, "--task-index=0", "--task-count=2"), check=True)
+  moved = tmp_path / "moved"
+  raw.rename(moved)
+  subprocess.run(_shred_cli(moved, out, "--task-index=1", "--task-count=2"), check=True)
+  assert (out / shards.MANIFEST_FILE).exists()
+  # a file of an episode changed since the report: refused by its checksum
+  episode = next(p for p in moved.glob("*/ep*") if p.is_dir())
+  (episode / "annotation.hdf5").write_bytes(b"x")
+  proc = subprocess.run(_shred_cli(moved, tmp_path / "out2", "--report",
+                                   str(out / "stage0.json")), capture_output=True, text=True)
+  assert proc.returncode == 1 and "1 episodes differ in their files" in proc.stderr, proc.stderr

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+import tensorstore as ts
 from jax.sharding import PartitionSpec as P
 
 from configs import common, local
@@ -161,17 +163,45 @@ def test_sigterm_then_kill_9_then_resume_matches_the_uninterrupted_run_bitwise(
   # from the newest checkpoint that was complete at the kill (a save in flight is not)
   assert resumed[0] == saved and saved <= resumed[1] <= seen, (saved, seen, resumed)
   assert resumed[1] == saved or resumed[1] % 3 == 0, (saved, seen, resumed)
+  # the rows past each restored step were dropped at the restart: no step is logged twice
+  logged = [json.loads(line)["step"] for line in
+            (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+  assert logged == list(range(1, STEPS + 1)), logged
   assert_same_losses(train_rows(workdir), train_rows(uninterrupted), config)
   assert_same_state(restore_state(workdir, shard_corpus, STEPS, objectives=LIGHT),
                     restore_state(uninterrupted, shard_corpus, STEPS, objectives=LIGHT))
 
 
+def stored_arrays(step_dir: pathlib.Path) -> dict[str, np.ndarray]:
+  """Every array of a checkpoint's state read straight from its files with TensorStore
+  (Orbax's OCDBT database of zarr arrays named by tree path), without Orbax's restore."""
+  base = {"driver": "ocdbt", "base": f"file://{(step_dir / 'state').absolute()}/"}
+  keys = ts.KvStore.open(base).result().list().result()
+  names = sorted({k.decode().rsplit("/", 1)[0] for k in keys if k.endswith(b"/.zarray")})
+  return {n: ts.open({"driver": "zarr", "kvstore": dict(base, path=f"{n}/")}).result()
+          .read().result() for n in names}
+
+
+def _orbax_name(path) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                  for k in path)
+
+
 @REFERENCE_RUN
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2)])
 def test_restore_onto_a_different_mesh(reference, shard_corpus, mesh_shape):
-  saved = restore_state(reference, shard_corpus, STEPS, (1, 8, 1))  # as it was trained
+  """Every leaf restored onto another mesh equals the bytes in the checkpoint's files, read
+  without Orbax (and the trained values, not an init: they differ from step 3's)."""
   moved = restore_state(reference, shard_corpus, STEPS, mesh_shape)
-  assert_same_state(moved, saved)
+  stored = stored_arrays(reference / "checkpoints" / str(STEPS))
+  leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(moved))[0]
+  assert {_orbax_name(p) for p, _ in leaves} == set(stored)
+  for path, x in leaves:
+    assert np.array_equal(x, stored[_orbax_name(path)]), _orbax_name(path)
+  assert int(moved.step) == STEPS
+  earlier = stored_arrays(reference / "checkpoints" / "3")
+  name = "params.model.fusion.transformer.layers.mlp.wi.kernel"
+  assert not np.array_equal(stored[name], earlier[name])
   kernel = moved.params["model"]["fusion"]["transformer"]["layers"]["mlp"]["wi"]["kernel"]
   mu = moved.opt_state[1][0].mu["model"]["fusion"]["transformer"]["layers"]["mlp"]["wi"][
       "kernel"]
@@ -189,15 +219,19 @@ def _free_port() -> int:
 
 def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_path):
   """2 processes x 4 CPU devices, gloo collectives; each reads half of every batch. One
-  objective only (procedure): the point is the processes, and each compiles its step."""
+  objective only (procedure): the point is the processes, and each compiles its step. Its
+  losses equal a one-process run's on the same mesh and global batch (no per-window
+  randomness, so which process reads a window does not matter; the sums differ in order)."""
   env = dict(train_env, XLA_FLAGS=train_env["XLA_FLAGS"].replace("count=8", "count=4"))
   workdir = tmp_path / "two"
+  same = ["--config.train.eval_every=0", *only("procedure"), "--config.data.view_dropout=0",
+          "--config.data.modality_dropout=0", "--config.model.modalities.language.dropout=0"]
 
   def run(steps: int) -> None:
     port = _free_port()
     procs = [launch(workdir, shard_corpus, env, f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}", f"--config.train.steps={steps}",
-                    "--config.train.eval_every=0", *only("procedure"), log_name=f"process{i}.log")
+                    *same, log_name=f"process{i}.log")
              for i in range(2)]
     for i, proc in enumerate(procs):
       finish(proc, workdir, f"process{i}.log")
@@ -213,6 +247,14 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   assert sorted(rows) == list(range(1, 7)) and all(np.isfinite(r["loss"])
                                                      for r in rows.values())
   assert not (workdir / "process1.log").read_text().count("step 5/6")  # process 0 logs
+
+  one = tmp_path / "one"
+  finish(launch(one, shard_corpus, train_env, "--config.train.steps=6", *same), one)
+  single = train_rows(one)
+  for step in range(1, 7):
+    for k in ("loss", "procedure/loss", "grad_norm"):
+      np.testing.assert_allclose(rows[step][k], single[step][k], rtol=2e-5,
+                                 err_msg=f"step {step} {k}")
 
 
 IN_FLIGHT = textwrap.dedent("""
@@ -257,3 +299,99 @@ def test_a_checkpoint_in_flight_at_a_crash_is_never_taken_as_complete(tmp_path):
   finally:
     ckpt.close()
   assert not [p for p in directory.iterdir() if not p.name.isdigit()]  # cleaned up
+
+
+def _small_state(v: float) -> state_lib.TrainState:
+  import jax.numpy as jnp
+  noise = np.random.default_rng(0).random((256, 1024), np.float32)  # incompressible
+  return state_lib.TrainState(step=jnp.int32(v), params={"w": jnp.asarray(noise + v)},
+                              opt_state=(), ema={}, rng=jnp.zeros(2, jnp.uint32),
+                              skipped=jnp.int32(0))
+
+
+def _damage(step_dir: pathlib.Path) -> pathlib.Path:
+  """Deletes the largest data file of the step's state (its OCDBT database's d/ folders)."""
+  victim = max((p for p in (step_dir / "state").rglob("*") if p.is_file()
+                and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+  victim.unlink()
+  return victim
+
+
+def test_a_damaged_latest_checkpoint_falls_back_and_none_restoring_stops(tmp_path):
+  import grain
+  train = local.get_config("tiny").train.copy_and_resolve_references()
+  train.update(ckpt_every=1, keep=5, async_checkpoint=False)
+  abstract = jax.eval_shape(lambda: _small_state(0.0))
+
+  def saved(directory, steps):
+    ckpt = checkpoint.Checkpointer(directory, train)
+    it = iter(grain.MapDataset.range(100).to_iter_dataset())
+    for step in steps:
+      next(it)
+      ckpt.save(step, _small_state(step), it, train, force=True)
+    ckpt.wait()
+    return ckpt, it
+
+  ckpt, it = saved(tmp_path / "a", [1, 2, 3])
+  _damage(tmp_path / "a" / "3")
+  step, state = ckpt.restore_latest(abstract, it)
+  assert step == 2 and np.array_equal(state.params["w"], _small_state(2).params["w"])
+  assert next(it) == 2
+  assert ckpt.manager.all_steps() == [1, 2]
+  assert (tmp_path / "a" / f"3{checkpoint.UNRESTORABLE}" / "state").is_dir()  # kept
+  assert ckpt.save(3, _small_state(3), it, train, force=True)  # step 3 can be saved again
+  ckpt.close()
+
+  ckpt, it = saved(tmp_path / "b", [1, 2])
+  for step in (1, 2):
+    _damage(tmp_path / "b" / str(step))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"no checkpoint restores: step 2: .*/b/2/state: array 'params.w' "
+                           r"does not read .* step 1: "):
+    ckpt.restore_latest(abstract, it)
+  assert ckpt.manager.all_steps() == [1, 2]  # nothing moved: maybe the config changed
+  (tmp_path / "b" / "2" / "state" / "_METADATA").unlink()
+  with pytest.raises(checkpoint.CheckpointError, match=r"/b/2/state/_METADATA: missing "
+                                                       r"\(step 2, item 'state'"):
+    ckpt.restore(2, abstract, it)
+  ckpt.close()
+
+
+@REFERENCE_RUN
+def test_a_run_resumes_from_the_checkpoint_before_a_damaged_latest_one(
+    reference, shard_corpus, train_env, tmp_path):
+  """The reference run's last checkpoint (8) loses a data file: eval names the step, the
+  item and where; training again resumes from step 6, sets 8 aside, and ends with the
+  reference's state, bit for bit."""
+  workdir = tmp_path / "run"
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("eval", "train.log"))
+  _damage(workdir / "checkpoints" / str(STEPS))
+  proc = subprocess.run([sys.executable, "launch/eval.py", "--config=configs/eval.py:quick",
+                         f"--workdir={workdir}", f"--checkpoint={STEPS}"], cwd=ROOT,
+                        env=train_env, capture_output=True, text=True, timeout=TIMEOUT)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("xefm: ")]
+  assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
+  assert f"checkpoints/{STEPS}/state: array '" in errors[0], errors[0]
+  assert f"(step {STEPS}, item 'state' cannot be restored)" in errors[0]
+
+  finish(launch(workdir, shard_corpus, train_env, "--config.train.eval_every=4"), workdir)
+  log = (workdir / "train.log").read_text()
+  assert f"checkpoint step {STEPS} does not restore" in log and "restored step 6" in log
+  assert (workdir / "checkpoints" / f"{STEPS}{checkpoint.UNRESTORABLE}").is_dir()
+  logged = [json.loads(line)["step"] for line in
+            (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+  assert logged == list(range(1, STEPS + 1)), logged
+  assert_same_state(restore_state(workdir, shard_corpus, STEPS),
+                    restore_state(reference, shard_corpus, STEPS))
+
+
+def test_a_resumed_writer_drops_the_rows_past_its_step(tmp_path):
+  from xefm_jax.train import metrics as metrics_lib
+  path = tmp_path / "metrics.jsonl"
+  rows = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3, 4)]
+  path.write_text("\n".join(rows) + '\n{"step": 5, "lo')  # a line cut by kill -9
+  writer = metrics_lib.MetricWriter(tmp_path, enabled=True, resume_step=2)
+  writer.write(3, {"loss": 0.5})
+  writer.close()
+  assert [json.loads(x) for x in path.read_text().splitlines()] == [
+      {"step": 1, "loss": 1.0}, {"step": 2, "loss": 1.0}, {"step": 3, "loss": 0.5}]

@@ -50,6 +50,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from xefm_jax import errors
 from xefm_jax.data import xperience
 
 DEFAULT_SLACK_FRAMES = 5
@@ -61,7 +62,7 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _DEVICE_TIME, _FRAME_NAME, _SMALL_INT = 0, 1, 2
 
 
-class CaptionError(ValueError):
+class CaptionError(errors.Error, ValueError):
   """A caption document that cannot be read; the message names source, key and what was
   expected."""
 

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Optional, Union
 import h5py
 import numpy as np
 
+from xefm_jax import errors
 from xefm_jax.data import caption as caption_lib
 from xefm_jax.data import geometry
 from xefm_jax.data import media
@@ -40,7 +41,7 @@ _UNIT_QUAT_TOL = 1e-3
 _CONVENTIONS = ("world_to_body", "body_to_world")
 
 
-class EpisodeError(Exception):
+class EpisodeError(errors.Error):
   """Bad episode data; the message names the file, the key and what was expected."""
 
 

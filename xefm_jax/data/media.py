@@ -33,6 +33,8 @@ import av
 from av.video.reformatter import Interpolation, VideoReformatter
 import numpy as np
 
+from xefm_jax import errors
+
 Size = Union[int, tuple[int, int]]  # an int is a square side; a tuple is (height, width)
 
 # An audio track may end a little before the video; a larger shortfall against the
@@ -40,7 +42,7 @@ Size = Union[int, tuple[int, int]]  # an int is a square side; a tuple is (heigh
 _AUDIO_SHORTFALL_S = 0.25
 
 
-class MediaError(Exception):
+class MediaError(errors.Error):
   """A media file that cannot be read as expected; the message names the file."""
 
 

@@ -221,7 +221,8 @@ def make_dataset(corpus: source_lib.Corpus, split: str, data_cfg: Any, *, train:
                      f"{process_count} processes")
   spec = corpus.window_spec(data_cfg)
   norm = Normaliser(corpus.stats)
-  src = source_lib.WindowSource(corpus, split, spec, data_cfg.window_stride)
+  src = source_lib.WindowSource(corpus, split, spec, data_cfg.window_stride,
+                               verify=bool(data_cfg.get("verify_shards", True)))
   ds = grain.MapDataset.range(len(src))
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)

@@ -7,20 +7,32 @@ A shard corpus is a directory:
     manifest.json        written once every shard is complete (the only file readers trust)
     shard-00000/         one zarr v3 group per shard, one array per stream, episodes
       zarr.json          concatenated along time, chunked along time, blosc-zstd
-      index.json         the shard's episodes: offsets, lengths, provenance, statistics
-      video/ depth/ ...
+      index.json         the shard's episodes: offsets, lengths, provenance, statistics,
+                         and the integrity record: every array's chunk grid and the bytes
+                         of each chunk file as written
+      video/ depth/ ...  <array>/zarr.json and <array>/c/<i>/<j>/... (one file per chunk)
 
 Every array is indexed by frame along axis 0, on the video clock after the shredder's frame
 stride. `STREAMS` lists the logical streams with their per-frame shapes (sizes come from
 `ShredOptions`); `ARRAYS` how they are stored (`pack` and `unpack` convert).
 A shard directory exists only when complete (it is written under `.tmp-<name>-<pid>` and
 renamed), so a reader never sees half a shard.
+
+Integrity: a zarr array reads a missing chunk file as its fill value, so a shard damaged
+after it was written (an interrupted rsync, a half-synced bucket) would read zeros with their
+valid flags still set. `check_shard` compares a shard with what was written: the sha256 of
+its index.json against the manifest's, every array's chunk files and their sizes against
+the index's record, and the shard's bytes against the manifest's (`Corpus.verify` runs it
+before a split is read; `python data_pipelines/shred.py --verify SHARDS` over a corpus, and
+with `--deep` decodes every chunk as well).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import pathlib
 from typing import Any, Callable, Optional
@@ -28,17 +40,24 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorstore as ts
 
+from xefm_jax import errors
 from xefm_jax.data import spec
 from xefm_jax.data import xperience
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the integrity record (index "chunks", manifest "index_sha256")
 PIPELINE_VERSION = "shred-1"
 PLAN_FILE, MANIFEST_FILE, INDEX_FILE = "plan.json", "manifest.json", "index.json"
 TMP_PREFIX = ".tmp-"
 
 
-class ShardError(Exception):
+class ShardError(errors.Error):
   """A shard corpus that cannot be read as expected; the message names what is wrong."""
+
+
+def _damaged(root: pathlib.Path) -> str:
+  """What to do about a corpus damaged after it was written."""
+  return (f"copy the corpus again or re-shred it, then check it with "
+          f"`python data_pipelines/shred.py --verify {root}`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,13 +188,26 @@ def _codecs(dtype: str, clevel: int) -> list[dict]:
                                               "typesize": np.dtype(dtype).itemsize}}]
 
 
+def _chunk_shape(array: Stream, options: ShredOptions, num_objects: int) -> list[int]:
+  # a per-frame axis of length 0 (no objects in the vocabulary) still needs a chunk size >= 1
+  chunk = [options.chunk_frames, *(max(1, n) for n in array.shape(options, num_objects))]
+  if array.name == "video":
+    chunk[1] = 1  # one view per chunk
+  return chunk
+
+
+def chunk_grid(array: Stream, frames: int, options: ShredOptions, num_objects: int
+               ) -> list[int]:
+  """Chunks along each axis of one stored array of `frames` rows."""
+  shape = [frames, *array.shape(options, num_objects)]
+  return [math.ceil(n / c) for n, c in zip(shape, _chunk_shape(array, options, num_objects))]
+
+
 def array_spec(path: pathlib.Path, array: Stream, frames: int, options: ShredOptions,
                num_objects: int) -> dict[str, Any]:
   """TensorStore spec creating one stored array of `frames` rows."""
   per_frame = array.shape(options, num_objects)
-  chunk = [options.chunk_frames, *per_frame]
-  if array.name == "video":
-    chunk[1] = 1  # one view per chunk
+  chunk = _chunk_shape(array, options, num_objects)
   return {
       "driver": "zarr3",
       "kvstore": {"driver": "file", "path": str(path / array.name)},
@@ -194,22 +226,26 @@ def open_array(shard_dir: pathlib.Path, name: str,
   """Open one stored array of a complete shard for reading; a clear error if it is absent."""
   path = shard_dir / name
   if not (path / "zarr.json").is_file():
-    raise ShardError(f"{shard_dir}: array '{name}' is missing ({path}/zarr.json not found); "
-                     "the shard is incomplete or of another schema")
+    raise ShardError(f"{path}/zarr.json: array '{name}' is missing: the shard is incomplete "
+                     f"or of another schema; {_damaged(shard_dir.parent)}")
   try:
     return ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}},
                    open=True, read=True, context=context).result()
   except ValueError as e:
-    raise ShardError(f"{path}: cannot open as a zarr v3 array ({e})") from None
+    raise ShardError(f"{path}: cannot open as a zarr v3 array ({e}); "
+                     f"{_damaged(shard_dir.parent)}") from None
 
 
-def read_json(path: pathlib.Path, what: str) -> dict:
+def read_json(path: pathlib.Path, what: str, fix: str = "") -> dict:
+  """A JSON file of the corpus; a ShardError naming it (and `fix`, what to do) if it is
+  missing or not JSON."""
+  fix = f"; {fix}" if fix else ""
   if not path.is_file():
-    raise ShardError(f"{path}: {what} is missing")
+    raise ShardError(f"{path}: {what} is missing{fix}")
   try:
     return json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise ShardError(f"{path}: {what} is not JSON ({e})") from None
+    raise ShardError(f"{path}: {what} is not JSON ({e}){fix}") from None
 
 
 def dir_bytes(path: pathlib.Path) -> int:
@@ -230,24 +266,173 @@ def check_schema(doc: dict, path: pathlib.Path) -> None:
     newer = isinstance(version, int) and version > SCHEMA_VERSION
     raise ShardError(
         f"{path}: shard schema version {version!r}, this code reads version {SCHEMA_VERSION}"
-        + (" (the corpus is newer than this code: update xefm_jax)" if newer else
-           " (re-shred the corpus with data_pipelines/shred.py)"))
+        + ("; the corpus is newer than this code: update xefm_jax" if newer else
+           "; re-shred the corpus with data_pipelines/shred.py into a new --out"))
 
 
 def load_manifest(root: str | os.PathLike) -> dict:
   """The manifest of a complete corpus, after checking its schema and every shard's index."""
   root = pathlib.Path(root)
-  manifest = read_json(root / MANIFEST_FILE, "the corpus manifest (run data_pipelines/shred.py)")
+  manifest = read_json(
+      root / MANIFEST_FILE, "the corpus manifest",
+      f"shred a corpus there (python data_pipelines/shred.py --raw RAW --out {root}) or name "
+      "a complete one (a corpus has a manifest only once every shard is written)")
   check_schema(manifest, root / MANIFEST_FILE)
   for shard in manifest["shards"]:
     shard_dir = root / shard["name"]
     if not shard_dir.is_dir():
       raise ShardError(f"{root / MANIFEST_FILE}: names shard '{shard['name']}', but "
-                       f"{shard_dir} does not exist")
+                       f"{shard_dir} does not exist; {_damaged(root)}")
     index = read_json(shard_dir / INDEX_FILE, f"the index of shard '{shard['name']}' "
-                      "(an incomplete shard)")
+                      "(an incomplete shard)", _damaged(root))
     check_schema(index, shard_dir / INDEX_FILE)
     if index.get("frames") != shard["frames"]:
       raise ShardError(f"{shard_dir / INDEX_FILE}: {index.get('frames')} frames, the manifest "
-                       f"says {shard['frames']}: the shard does not belong to this manifest")
+                       f"says {shard['frames']}: the shard does not belong to this manifest; "
+                       f"{_damaged(root)}")
   return manifest
+
+
+# ------------------------------------------------------------------------------- integrity
+
+CHUNK_DIR = "c"  # zarr v3's default chunk key encoding: <array>/c/<i>/<j>/...
+DECODE_CHUNK_ROWS = 16  # chunks along time decoded per read by `check_shard(deep=True)`
+
+
+def scan_chunks(shard_dir: pathlib.Path) -> tuple[dict[str, dict[str, int]], int]:
+  """The chunk files of every stored array of a shard as {array: {"i/j/...": bytes}}, and
+  the bytes of every file under the shard (one walk; os.scandir, no path objects: a
+  shard holds thousands of nested chunk directories)."""
+  found: dict[str, dict[str, int]] = {a.name: {} for a in ARRAYS}
+  total = 0
+
+  def walk(path: str, parts: tuple[str, ...]) -> None:
+    nonlocal total
+    with os.scandir(path) as entries:
+      for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+          walk(entry.path, parts + (entry.name,))
+          continue
+        size = entry.stat().st_size
+        total += size
+        if len(parts) >= 2 and parts[1] == CHUNK_DIR and parts[0] in found:
+          found[parts[0]]["/".join(parts[2:] + (entry.name,))] = size
+
+  walk(str(shard_dir), ())
+  return found, total
+
+
+def chunk_record(shard_dir: pathlib.Path, grids: dict[str, list[int]]) -> dict[str, dict]:
+  """The integrity record of a shard just written: per array its chunk grid and the bytes of
+  each chunk file in C order of the grid (0: not stored, i.e. all fill value)."""
+  found, _ = scan_chunks(shard_dir)
+  record = {}
+  for name, grid in grids.items():
+    sizes = [0] * math.prod(grid)
+    for key, size in found[name].items():
+      index = tuple(int(i) for i in key.split("/"))
+      if len(index) != len(grid) or any(not 0 <= i < n for i, n in zip(index, grid)):
+        raise ShardError(f"{shard_dir / name}: chunk {CHUNK_DIR}/{key} lies outside the "
+                         f"chunk grid {grid}; this is a bug of the shredder")
+      sizes[int(np.ravel_multi_index(index, grid))] = size
+    record[name] = {"grid": list(grid), "bytes": sizes}
+  return record
+
+
+def stored_chunks(record: dict[str, dict]) -> int:
+  """Chunk files the integrity record of one shard lists."""
+  return sum(1 for r in record.values() for size in r["bytes"] if size)
+
+
+def sha256_file(path: pathlib.Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def check_shard(root: str | os.PathLike, shard: dict, deep: bool = False,
+                progress: Optional[Callable[[int], None]] = None) -> list[str]:
+  """What is wrong with one shard of a manifest (`shard`: its manifest entry), one line per
+  problem; [] when it is as the shredder wrote it.
+
+  Fast (the default): the sha256 of index.json against the manifest's, every array's chunk
+  files and their sizes against the index's record (the first missing chunk named), the
+  shard's bytes against the manifest's. `deep`: also decode every chunk through
+  TensorStore. `progress(n)` is called as chunks are checked.
+  """
+  root = pathlib.Path(root)
+  shard_dir = root / shard["name"]
+  fix = f"the shard is damaged (an interrupted copy or sync?): {_damaged(root)}"
+  index_path = shard_dir / INDEX_FILE
+  if not index_path.is_file():
+    return [f"{index_path}: the shard's index is missing; {fix}"]
+  if sha256_file(index_path) != shard.get("index_sha256"):
+    return [f"{index_path}: its sha256 is not the manifest's: the shard is not the one "
+            f"{root / MANIFEST_FILE} was made with; {fix}"]
+  record = json.loads(index_path.read_text())["chunks"]
+  found, total = scan_chunks(shard_dir)
+  problems = []
+  for name, rec in record.items():
+    array_dir = shard_dir / name
+    grid = rec["grid"]
+    stored = np.flatnonzero(rec["bytes"])
+    keys = np.stack(np.unravel_index(stored, grid), 1) if len(stored) else []
+    want = {"/".join(map(str, key)): rec["bytes"][k] for k, key in zip(stored, keys)}
+    have = found.get(name, {})
+    if not (array_dir / "zarr.json").is_file():
+      problems.append(f"{array_dir}/zarr.json: the array's metadata is missing; {fix}")
+    missing = [k for k in want if k not in have]
+    if missing:
+      problems.append(f"{array_dir}: {len(missing)} of {len(want)} chunk files are missing, "
+                      f"the first {CHUNK_DIR}/{missing[0]} (frames from "
+                      f"{int(missing[0].split('/')[0]) * _rows(array_dir, grid)}); {fix}")
+    wrong = [k for k in want if k in have and have[k] != want[k]]
+    if wrong:
+      problems.append(f"{array_dir}/{CHUNK_DIR}/{wrong[0]}: {have[wrong[0]]} bytes, written "
+                      f"with {want[wrong[0]]} ({len(wrong)} chunk files differ in size); {fix}")
+    extra = sorted(set(have) - set(want))
+    if extra:
+      problems.append(f"{array_dir}/{CHUNK_DIR}/{extra[0]}: not written by the shredder "
+                      f"({len(extra)} such files); {fix}")
+    if progress:
+      progress(len(want) if not deep else 0)
+  if not problems and total != shard.get("bytes"):
+    problems.append(f"{shard_dir}: {total} bytes on disk, the manifest says "
+                    f"{shard.get('bytes')}; {fix}")
+  if deep and not problems:
+    problems += _decode_all(shard_dir, record, fix, progress)
+  return problems
+
+
+def _rows(array_dir: pathlib.Path, grid: list[int]) -> int:
+  """Frames per chunk along time of an array (from its zarr.json; 0 when unreadable)."""
+  try:
+    meta = json.loads((array_dir / "zarr.json").read_text())
+    return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+def _decode_all(shard_dir: pathlib.Path, record: dict[str, dict], fix: str,
+                progress: Optional[Callable[[int], None]]) -> list[str]:
+  """Reads every array of a shard through TensorStore, DECODE_CHUNK_ROWS chunks along time at
+  a time; one problem per array that does not decode."""
+  problems = []
+  for name, rec in record.items():
+    array = open_array(shard_dir, name)
+    rows = int(array.chunk_layout.read_chunk.shape[0])
+    frames = int(array.shape[0])
+    per_row = math.prod(rec["grid"][1:])
+    for a in range(0, frames, rows * DECODE_CHUNK_ROWS):
+      b = min(frames, a + rows * DECODE_CHUNK_ROWS)
+      try:
+        array[a:b].read().result()
+      except ValueError as e:
+        problems.append(f"{shard_dir / name}: frames [{a}, {b}) do not decode ({e}); {fix}")
+        break
+      if progress:
+        progress(sum(1 for s in rec["bytes"][a // rows * per_row:-(-b // rows) * per_row]
+                     if s))
+  return problems

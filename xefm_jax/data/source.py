@@ -9,6 +9,11 @@ of time the context covers (they are signals, not frames).
 TensorStore handles are opened lazily, once per process (a Grain worker process opens its
 own on first use; pickling drops them), and TensorStore reads are safe from many threads.
 All of a window's reads are issued before any is awaited, so they overlap.
+
+A zarr array reads a missing chunk file as zeros, so a source first checks the shards of
+its split against what the shredder wrote (`Corpus.verify`: chunk files and sizes, once per
+shard and corpus) and refuses a damaged one, naming the shard, the array and the first
+missing chunk.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorstore as ts
@@ -44,13 +49,29 @@ class Corpus:
     self.labels = streams_lib.Labels.from_manifest(self.manifest["vocabularies"])
     self.episodes: list[dict] = self.manifest["episodes"]
     self.stats: dict[str, dict] = self.manifest["stats"]
+    self._verified: set[str] = set()
+
+  def verify(self, splits: Sequence[str]) -> list[str]:
+    """Checks the shards holding `splits` against what the shredder wrote (chunk files and
+    their sizes, `shards.check_shard`), each shard once per Corpus; raises a ShardError
+    with every problem of the first damaged shard. Returns the shards checked now."""
+    entries = {s["name"]: s for s in self.manifest["shards"]}
+    names = sorted({e["shard"] for e in self.episodes if e["split"] in splits}
+                   - self._verified)
+    for name in names:
+      problems = shards.check_shard(self.root, entries[name])
+      if problems:
+        raise shards.ShardError("\n".join(problems))
+      self._verified.add(name)
+    return names
 
   def split_episodes(self, split: str) -> list[int]:
     """Indices into `episodes` of one split."""
     idx = [i for i, e in enumerate(self.episodes) if e["split"] == split]
     if not idx:
       raise shards.ShardError(f"{self.root}: no episodes in split '{split}' (splits: "
-                              f"{sorted({e['split'] for e in self.episodes})})")
+                              f"{sorted({e['split'] for e in self.episodes})}); shred a "
+                              "corpus with more sessions, or change its --split")
     return idx
 
   def window_spec(self, data_cfg: Any) -> spec_lib.WindowSpec:
@@ -61,7 +82,9 @@ class Corpus:
       if getattr(s, field) != getattr(self.options, shred):
         raise shards.ShardError(
             f"{self.root}: the corpus was shredded with {shred}={getattr(self.options, shred)},"
-            f" the config asks for data.{field}={getattr(s, field)}")
+            f" the config asks for data.{field}={getattr(s, field)}; set "
+            f"--config.data.{field}={getattr(self.options, shred)} or re-shred the corpus "
+            f"(shred.py --{shred.replace('_', '-')}={getattr(s, field)})")
     vocab = self.manifest["vocabularies"]
     return dataclasses.replace(
         s, num_objects=len(vocab["object"]), num_actions=len(vocab["action"]),
@@ -73,7 +96,9 @@ class WindowSource:
   """Grain RandomAccessDataSource of raw windows (shard dtypes; the pipeline normalises)."""
 
   def __init__(self, corpus: Corpus, split: str, spec: spec_lib.WindowSpec,
-               window_stride: int):
+               window_stride: int, verify: bool = True):
+    if verify:
+      corpus.verify([split])
     self.root = corpus.root
     self.spec, self.options = spec, corpus.options
     s, w = spec.frame_stride, spec.frames

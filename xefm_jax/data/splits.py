@@ -16,12 +16,14 @@ import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
+from xefm_jax import errors
+
 SPLITS = ("train", "val", "test")
 HELDOUT_SPLIT = "test"
 
 
-class SplitError(ValueError):
-  pass
+class SplitError(errors.Error, ValueError):
+  """A split specification or assignment that cannot be honoured."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,8 @@ The layout and the restore are the trainer's (xefm_jax/train/checkpoint.py: item
 "data", "config"; `StandardRestore` onto the shardings of `state.abstract_state`, so a run
 saved on one mesh is read onto another). The manager here is read-only: an evaluation that
 runs beside a training job must never clean up the trainer's in-flight temporary
-checkpoints, nor take over its SIGTERM handling.
+checkpoints, nor take over its SIGTERM handling. A step that does not restore is a
+CheckpointError naming the step, the item and the file (`checkpoint.restore_item`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from xefm_jax.data import spec as spec_lib
 from xefm_jax.model.xefm import XEFM
 from xefm_jax.parallel import init as init_lib
 from xefm_jax.parallel import sharding
+from xefm_jax.train import checkpoint as train_checkpoint
 from xefm_jax.train import optimizer
 from xefm_jax.train import state as state_lib
 
@@ -39,8 +41,8 @@ ITEMS = ("state", "data", "config")
 def _manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
   directory = pathlib.Path(workdir).absolute() / CHECKPOINTS
   if not directory.is_dir():
-    raise FileNotFoundError(f"{directory}: no checkpoints (train first: python "
-                            f"launch/train.py --workdir {workdir})")
+    raise train_checkpoint.CheckpointError(f"{directory}: no checkpoints; train first "
+                                           f"(python launch/train.py --workdir {workdir})")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
                                          cleanup_tmp_directories=False)
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
@@ -59,10 +61,10 @@ def run_config(workdir: str | os.PathLike, step: int) -> ml_collections.ConfigDi
   """The config the run saved with `step` (lists where the original had tuples)."""
   manager = _manager(workdir)
   try:
-    saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    saved = train_checkpoint.restore_item(manager, step, "config", ocp.args.JsonRestore())
   finally:
     manager.close()
-  return ml_collections.ConfigDict(saved.config)
+  return ml_collections.ConfigDict(saved)
 
 
 def _batch_shapes(config: ml_collections.ConfigDict) -> PyTree:
@@ -80,11 +82,11 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   abstract, _ = state_lib.abstract_state(config, tx, _batch_shapes(config), mesh, rules)
   manager = _manager(workdir)
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
+    restored = train_checkpoint.restore_item(manager, step, "state",
+                                             ocp.args.StandardRestore(abstract))
   finally:
     manager.close()
-  return restored.state.params
+  return restored.params
 
 
 def random_params(config: ml_collections.ConfigDict, mesh: Mesh, seed: int,

@@ -98,7 +98,8 @@ def open_run(workdir: str | os.PathLike, step: Optional[int] = None,
   if step is None:
     steps = checkpoints.steps(workdir)
     if not steps:
-      raise FileNotFoundError(f"{workdir / checkpoints.CHECKPOINTS}: no complete checkpoint")
+      raise checkpoints.train_checkpoint.CheckpointError(
+          f"{workdir / checkpoints.CHECKPOINTS}: no complete checkpoint; train first")
     step = steps[-1]
   config = checkpoints.run_config(workdir, step)
   corpus = source_lib.Corpus(resolve_shards(config, workdir, shards))

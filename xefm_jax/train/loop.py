@@ -3,11 +3,14 @@
     loop.train(config, workdir)
 
 config.data.shards names a shard corpus whose label and vocabulary sizes are already in
-config.data (`with_corpus_sizes`; launch/train.py does both). The loop restores the latest
-complete checkpoint in WORKDIR/checkpoints if there is one, else creates a fresh state, and
-runs to config.train.steps, writing WORKDIR/metrics.jsonl and WORKDIR/tensorboard (process
-0), checkpoints, and on request a profiler trace in WORKDIR/profile. A SIGTERM saves the
-current step and returns; the next start resumes from it.
+config.data (`with_corpus_sizes`; launch/train.py does both, after checking the config).
+The loop checks the shards it will read (config.data.verify_shards), restores the newest
+complete checkpoint in WORKDIR/checkpoints that restores if there is one (a damaged newer
+one is reported and set aside), else creates a fresh state, and runs to config.train.steps,
+writing WORKDIR/metrics.jsonl and WORKDIR/tensorboard (process 0; a resumed run first drops
+the rows past its restored step), checkpoints, and on request a profiler trace in
+WORKDIR/profile. A SIGTERM saves the current step and returns; the next start resumes from
+it.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def evaluate(config: ml_collections.ConfigDict, corpus: source_lib.Corpus, eval_
   contrastive objective is enabled (see `retrieval_at_1`)."""
   window = corpus.window_spec(config.data)
   try:
-    windows = len(source_lib.WindowSource(corpus, "val", window, config.data.window_stride))
+    windows = len(source_lib.WindowSource(corpus, "val", window, config.data.window_stride,
+                                          verify=bool(config.data.verify_shards)))
   except shards_lib.ShardError as e:
     log("evaluation skipped: %s", e)
     return {}
@@ -130,6 +134,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   rules = sharding.rules_from_config(config)
   log("mesh %s over %d devices (%d processes); objectives: %s", dict(mesh.shape),
       jax.device_count(), jax.process_count(), ", ".join(objectives_base.enabled(config)))
+  if config.data.verify_shards:  # a missing chunk would read as zeros: refuse it now
+    t0 = time.perf_counter()
+    checked = corpus.verify(("train", "val") if cfg.eval_every else ("train",))
+    log("shards checked against what the shredder wrote (chunk files and sizes): %d in "
+        "%.2f s", len(checked), time.perf_counter() - t0)
 
   # Abstract shapes and shardings of everything the step touches.
   plan = step_lib.StepPlan.make(config, corpus.window_spec(config.data), mesh, rules)
@@ -140,10 +149,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
                                           seed=config.data.shuffle_seed))
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", cfg)
   ckpt.watch_sigterm()
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state = ckpt.restore(latest, plan.abstract, train_iter)
-    log("restored step %d from %s", latest, workdir / "checkpoints")
+  restored, state = ckpt.restore_latest(plan.abstract, train_iter)
+  if restored is not None:
+    log("restored step %d from %s", restored, workdir / "checkpoints")
   else:
     state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
   start = int(jax.device_get(state.step))
@@ -163,7 +171,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
       "%s (%.1f s)", t1 - t0, t2 - t1, step_flops / 1e9, peak.describe(),
       time.perf_counter() - t2)
 
-  writer = metrics_lib.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   profile = tuple(cfg.profile_steps)
   tracing = False
   try:
