@@ -83,12 +83,20 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   m.dtype = "bfloat16"  # compute
   m.param_dtype = "float32"  # master weights
   m.attention = ml_collections.FieldReference(None, field_type=str)  # None|xla|cudnn (GPU)
-  m.embedding_readout = "window"  # the readout whose mean is the window embedding
   m.fusion = transformer_config(num_layers=4, num_heads=4, mlp_dim=512)
-  # {name: tokens}; objectives read "future" (future_state, forecasting) and "policy", else
-  # the window embedding
+  # {name: tokens}; procedure, contact, contrastive and captioning read "window",
+  # future_state and forecasting "future", policy "policy". The window embedding (what
+  # probes, notebooks and exports read) is the concatenation of every group's mean.
   m.fusion.readouts = ml_collections.ConfigDict({"window": 1, "future": 1, "policy": 1})
-  m.fusion.time_max_period = 10_000.0  # frames; sinusoidal time embedding
+  # Sinusoidal time embedding (fusion and encoders): periods from 2 pi to 2 pi x this many
+  # frames. The window's length: every channel varies across a window, none is constant.
+  m.fusion.time_max_period = data.get_ref("frames")
+  # Per window in training: with probability `rate`, keep only one of `groups` (the
+  # evaluation's input variants: motion side, visual side), so they are not out of
+  # distribution for the trunk.
+  m.group_dropout = ml_collections.ConfigDict(dict(
+      rate=0.3, groups=ml_collections.ConfigDict(dict(
+          motion=("imu", "mocap", "pose"), visual=("depth", "video")))))
 
   def encoder():
     return transformer_config(num_layers=1, num_heads=2, mlp_dim=256, width=64)
@@ -96,8 +104,9 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   frame_stride = data.get_ref("frame_stride")
   mods = ml_collections.ConfigDict()
   # `dropout`: per-sample modality dropout rate in training ("masking" rng). Streams are
-  # already dropped by the pipeline (data.modality_dropout); only language is dropped here,
-  # so captioning/grounding objectives get windows that did not see their caption.
+  # already dropped by the pipeline (data.modality_dropout); language is dropped here, so
+  # the supervised heads, captioning and text alignment get windows that did not see their
+  # caption (a caption states the window's labels: they train on those windows only).
   mods.video = ml_collections.ConfigDict(dict(tubelet=2, patch=16, dropout=0.0))
   mods.audio = ml_collections.ConfigDict(dict(
       n_fft=512, win_length=400, hop_length=160, n_mels=64, fmin=20.0, fmax=8000.0,
@@ -109,7 +118,7 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   mods.mocap = ml_collections.ConfigDict(dict(frames_per_token=2, dropout=0.0))
   mods.imu = ml_collections.ConfigDict(dict(frames_per_token=2, dropout=0.0))
   mods.language = ml_collections.ConfigDict(dict(
-      vocab_size=data.get_ref("vocab_size"), dropout=0.5,
+      vocab_size=data.get_ref("vocab_size"), dropout=0.75,
       window_centre=(data.get_ref("frames") - 1) / 2))
   for name in mods:
     mods[name].encoder = encoder()
@@ -217,10 +226,10 @@ def objectives_config() -> ml_collections.ConfigDict:
     return c
 
   # Weights: on configs/local.py every weighted loss starts at about 0.5-2.
-  # current action, subtask, next action (t + next_horizon frames), transition (a boundary
-  # within transition_radius frames of now): the eval suite's definitions
-  o.procedure = ml_collections.ConfigDict(dict(weight=1.0, next_horizon=20,
-                                               transition_radius=10))
+  # current action, subtask, next action (t + next_horizon frames), transition (the shard's
+  # per-frame label: a boundary within +-10 frames of now): the eval suite's definitions,
+  # from the `readout` tokens, on windows blind to their caption and not masked
+  o.procedure = ml_collections.ConfigDict(dict(weight=1.0, readout="window", next_horizon=20))
   # 4M / MultiMAE: in a `window_fraction` of the windows, hide `mask_ratio` of the tokens of
   # `modalities` with per-window modality budgets ~ Dirichlet(alpha) (every objective then
   # sees those windows masked); a light decoder (width 0: the model width up to max_width;
@@ -230,12 +239,16 @@ def objectives_config() -> ml_collections.ConfigDict:
       mask_ratio=0.75, window_fraction=0.5, dirichlet_alpha=1.0,
       modality_weights=ml_collections.ConfigDict(dict(language=0.5)),
       decoder=head_stack(num_layers=2)))
-  # SigLIP: each of `pairs` against the `hub` modality (pooled unimodal embeddings), and a
-  # caption text tower against the window embedding of windows that did not see it
+  # SigLIP: each of `pairs` against the `hub` modality (pooled unimodal embeddings), a
+  # caption text tower against the "window" readout of windows that did not see it,
+  # and the fused window embeddings of two sides of the window (extra passes over only those
+  # modalities, on every `side_every`-th window; side_weight 0 turns them off)
   o.contrastive = ml_collections.ConfigDict(dict(
       weight=0.2, hub="video", pairs=("audio", "depth", "imu", "language", "mocap", "pose"),
       dim=128, hidden=512, text_weight=1.0, init_temperature=10.0, init_bias=-10.0,
-      text=head_stack(num_layers=1)))
+      text=head_stack(num_layers=1), side_weight=1.0, side_every=4,
+      sides=ml_collections.ConfigDict(dict(motion=("imu", "mocap", "pose"),
+                                           visual=("depth", "video")))))
   # V-JEPA / BYOL: from the `readout` tokens, predict the EMA encoder's layer-normalised
   # latents of the next window (its embedding and its fused tokens pooled per modality);
   # smooth-L1, plus a variance hinge on this window's own latents against collapse
@@ -248,9 +261,9 @@ def objectives_config() -> ml_collections.ConfigDict:
   o.forecasting = ml_collections.ConfigDict(dict(
       weight=2.0, readout="future", horizon=0, hidden=0, speed_scale=1.0, turn_scale=1.0,
       ego_weight=1.0, hands_weight=1.0))
-  # any body contact, left/right wrist contact (contacts > threshold) and the relevant-object
-  # set at now, from the window embedding; objects only on windows blind to their caption
-  o.contact = ml_collections.ConfigDict(dict(weight=1.0, threshold=0.5, blind_objects=True))
+  # left/right wrist contact (contacts > threshold) and the relevant-object set at now, from
+  # the `readout` tokens, on windows blind to their caption and not masked
+  o.contact = ml_collections.ConfigDict(dict(weight=1.0, readout="window", threshold=0.5))
   # action chunks: the next `chunk` frames (<= data.future) of both wrists relative to the
   # current wrist plus the finger joints, in the pipeline's normalised units, from the
   # `readout` tokens
@@ -260,7 +273,6 @@ def objectives_config() -> ml_collections.ConfigDict:
   # (up to max_objects objects) and the caption; labels as procedure's and contact's
   o.captioning = ml_collections.ConfigDict(dict(
       weight=0.5, max_objects=4, next_horizon=o.procedure.get_ref("next_horizon"),
-      transition_radius=o.procedure.get_ref("transition_radius"),
       contact_threshold=o.contact.get_ref("threshold"),
       decoder=head_stack(num_layers=2)))
   return o

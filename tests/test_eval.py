@@ -236,7 +236,7 @@ def test_handcrafted_features_of_a_variant_are_those_of_its_masked_window():
     np.testing.assert_allclose(blocks.features(v), want, rtol=1e-6, atol=1e-6)
 
 
-def test_frozen_encoder_equals_the_model_with_masks():
+def test_a_subset_pass_equals_the_model_with_masks():
   c = local.get_config("tiny")
   s = spec_lib.WindowSpec.from_config(c.data)
   batch = spec_lib.fake_batch(s, 3)
@@ -248,8 +248,9 @@ def test_frozen_encoder_equals_the_model_with_masks():
   batch["video_valid"] = np.broadcast_to(np.isin(np.arange(6), views), (3, 6)).copy()
   drop = {n: np.full(3, n not in mods) for n in names}
   want = jax.jit(lambda v, b, d: model.apply(v, b, drop=d).embedding)(variables, batch, drop)
-  got = jax.jit(lambda v, b, d: encode.FrozenEncoder(c.model, mods, 6).apply(
-      v, b, d, np.asarray(views, np.int32)))(variables, batch, {n: drop[n] for n in mods})
+  got = jax.jit(lambda v, b, d: model.apply(v, b, drop=d, modalities=mods,
+                                            views=np.asarray(views, np.int32)).embedding)(
+      variables, batch, {n: drop[n] for n in mods})
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 

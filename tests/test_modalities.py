@@ -121,7 +121,7 @@ def test_encoder_shapes_masks_and_masked_inputs_have_no_influence(params, name):
   inputs.pop("next")
   variables, apply = _init_apply(params, name)
 
-  full, pooled = apply(variables, inputs)
+  full, pooled, _ = apply(variables, inputs)
   group = full
   assert group.tokens.shape == (B, n, CONFIG.model.width)
   assert group.mask.shape == (B, n) and group.mask.dtype == jnp.bool_
@@ -132,19 +132,19 @@ def test_encoder_shapes_masks_and_masked_inputs_have_no_influence(params, name):
 
   masked = copy.deepcopy(inputs)
   where = mask_some(masked)
-  group, pooled = apply(variables, masked)
+  group, pooled, _ = apply(variables, masked)
   assert not np.array_equal(group.tokens, full.tokens)  # masking changed something
   np.testing.assert_array_equal(group.tokens * ~group.mask[..., None], 0)
   rng = np.random.default_rng(0)
   for nan in (False, True):
     if nan and name in ("video", "language"):  # integer inputs cannot be NaN
       continue
-    g2, p2 = apply(variables, _perturb(masked, where, rng, nan=nan))
+    g2, p2, _ = apply(variables, _perturb(masked, where, rng, nan=nan))
     np.testing.assert_array_equal(g2.tokens, group.tokens)
     np.testing.assert_array_equal(g2.mask, group.mask)
     np.testing.assert_array_equal(p2, pooled)
   # the same change where the input is valid does change the output: the test can fail
-  g3, _ = apply(variables, _perturb(inputs, where, rng))
+  g3, _, _ = apply(variables, _perturb(inputs, where, rng))
   assert not np.allclose(g3.tokens, full.tokens)
 
 
@@ -152,30 +152,35 @@ def test_video_masks_exactly_the_missing_view(params):
   inputs = spec.fake_batch(SPEC, B, seed=1)
   inputs["video_valid"][0, 3] = False
   variables, apply = _init_apply(params, "video")
-  group, _ = apply(variables, inputs)
+  group, _, _ = apply(variables, inputs)
   per_view = np.asarray(group.mask).reshape(B, len(SPEC.views), -1)  # tokens are view-major
   expected = np.ones_like(per_view)
   expected[0, 3] = False
   np.testing.assert_array_equal(per_view, expected)
 
 
-def test_hidden_tokens_reveal_nothing_but_their_position(params):
+def test_hidden_tokens_take_no_part_in_the_encoder(params):
+  """MAE: a hidden token is neither key nor query. The visible tokens come out exactly as
+  for a window where the hidden token's frames are missing (an attended mask token, the
+  BERT way, would change them), and the hidden token's own output is zero."""
   inputs = spec.fake_batch(SPEC, B, seed=1)
   variables, apply = _init_apply(params, "imu")
   keep = jnp.array([[True, False], [True, True]])
-  group, pooled = apply(variables, inputs, keep)
-  changed = copy.deepcopy(inputs)
-  changed["imu"][0, 2:] += 5.0  # frames 2-3 = the hidden second token of sample 0
-  g2, p2 = apply(variables, changed, keep)
-  np.testing.assert_allclose(g2.tokens[0], group.tokens[0], atol=1e-6)
-  np.testing.assert_allclose(p2[0], pooled[0], atol=1e-6)
-  assert bool(group.mask.all())  # hidden tokens still exist; only their content is gone
+  group, pooled, visible = apply(variables, inputs, keep)
+  missing = copy.deepcopy(inputs)
+  missing["imu_valid"][0, 2:] = False  # frames 2-3 = the second token of sample 0
+  g2, p2, v2 = apply(variables, missing)
+  np.testing.assert_array_equal(visible, v2)
+  np.testing.assert_allclose(group.tokens, g2.tokens, atol=1e-6)
+  np.testing.assert_allclose(pooled, p2, atol=1e-6)
+  np.testing.assert_array_equal(group.tokens[0, 1], 0)
+  assert bool(group.mask.all())  # hidden tokens still exist (targets); only the trunk skips them
 
 
 def test_modality_drop_removes_the_sample(params):
   inputs = spec.fake_batch(SPEC, B, seed=1)
   variables, apply = _init_apply(params, "pose")
-  group, pooled = apply(variables, inputs, None, jnp.array([True, False]))
+  group, pooled, _ = apply(variables, inputs, None, jnp.array([True, False]))
   np.testing.assert_array_equal(group.mask[0], False)
   np.testing.assert_array_equal(pooled[0], 0)
   assert bool(group.mask[1].all())

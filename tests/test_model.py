@@ -61,8 +61,10 @@ def test_encode_is_callable_without_any_training_code(encode):
     assert out.kept[name].shape == (B,) and bool(out.kept[name].all())
   assert {k: v.shape for k, v in out.readouts.items()} == {"window": (B, 2, D),
                                                            "future": (B, 1, D)}
-  assert out.embedding.shape == (B, D) and out.embedding.dtype == jnp.float32
-  np.testing.assert_allclose(out.embedding, out.readouts["window"].mean(1), rtol=1e-6)
+  # the window embedding: every readout group's mean, concatenated in name order
+  assert out.embedding.shape == (B, 2 * D) and out.embedding.dtype == jnp.float32
+  np.testing.assert_allclose(out.embedding[:, :D], out.readouts["future"].mean(1), rtol=1e-6)
+  np.testing.assert_allclose(out.embedding[:, D:], out.readouts["window"].mean(1), rtol=1e-6)
   assert np.isfinite(out.embedding).all()
 
 
@@ -137,6 +139,8 @@ def test_training_step_rngs_remat_and_gradients(variables):
   cfg = CONFIG.model.copy_and_resolve_references()
   common.set_stacks(cfg, dropout=0.1)
   cfg.fusion.remat_policy = "nothing_saveable"  # encoder remat: test_layers.py
+  cfg.group_dropout.rate = 0.0  # group dropout: its own test below
+  cfg.modalities.language.dropout = 0.5
   model = XEFM(cfg)
   batch = _batch()
 
@@ -160,6 +164,26 @@ def test_training_step_rngs_remat_and_gradients(variables):
   assert all(bool(r["video"].all()) for r in runs)  # only language has a model-side rate
   with pytest.raises(Exception, match="masking"):
     jax.eval_shape(lambda v: model.apply(v, batch, train=True), variables)
+
+
+def test_group_dropout_keeps_one_evaluation_side_per_window(variables):
+  """With group dropout on every window, each sample keeps exactly one group's modalities
+  (the motion side or the visual side), and both groups occur."""
+  cfg = CONFIG.model.copy_and_resolve_references()
+  cfg.group_dropout.rate = 1.0
+  for name in cfg.modalities:
+    cfg.modalities[name].dropout = 0.0
+  model = XEFM(cfg)
+  batch = jax.tree.map(lambda x: np.repeat(x, 8, axis=0), _batch())  # 16 windows
+  kept = jax.jit(lambda v, k: model.apply(v, batch, train=True, rngs={"masking": k}).kept)(
+      variables, jax.random.key(5))
+  groups = {g: set(m) for g, m in cfg.group_dropout.groups.items()}
+  seen = set()
+  for i in range(16):
+    mods = {n for n in NAMES if bool(kept[n][i])}
+    assert mods in groups.values(), mods
+    seen.add(frozenset(mods))
+  assert len(seen) == 2
 
 
 @pytest.mark.parametrize("name, low, high", [("local", 1e6, 1e7), ("stage1", 0.3e9, 1e9),

@@ -23,7 +23,8 @@ import optax
 import pytest
 
 from configs import local
-from xefm_jax.data import pipeline, source, spec
+from xefm_jax.data import pipeline, source, spec, xperience
+from xefm_jax.model import xefm
 from xefm_jax.objectives import base, captioning, heads
 from xefm_jax.objectives.future_state import FutureState
 from xefm_jax.objectives.masked_modeling import MaskedModeling, reconstruction_targets
@@ -243,7 +244,8 @@ def test_captioning_json_round_trips_the_target_sequence(setup):
     assert answer["subtask"] == (labels.subtasks[subtask] if subtask >= 0 else None)
     objects = np.flatnonzero(batch["objects"][i, -1])[:c.max_objects]
     assert answer["objects"] == [labels.objects[o] for o in objects]
-    assert answer["contact"] == bool((batch["contacts"][i, -1] > c.contact_threshold).any())
+    hands = batch["contacts"][i, -1][list(xperience.HAND_CONTACT_JOINTS)]  # hand contact
+    assert answer["contact"] == bool((hands > c.contact_threshold).any())
     assert isinstance(answer["transition"], bool)
     caption = labels.words.decode(batch["caption"][i]) if batch["caption_valid"][i] else ""
     assert answer["caption"] == caption
@@ -306,7 +308,7 @@ def test_predictions_for_the_evaluation_suite(setup):
   m = out["masked_modeling"]
   for name in cfg.objectives.masked_modeling.modalities:
     assert m[name].shape == m[f"{name}/target"].shape, name
-  assert out["future_state"]["embedding"].shape == (b, cfg.model.width)
+  assert out["future_state"]["embedding"].shape == (b, xefm.embedding_width(cfg.model))
   assert out["policy"]["chunk"].shape == (b, min(cfg.objectives.policy.chunk, k), 2, 21, 3)
   assert out["contact"]["objects"].shape == (b, cfg.data.num_objects)
   assert out["procedure"]["action"].shape == (b, cfg.data.num_actions)

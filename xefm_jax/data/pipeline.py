@@ -123,7 +123,8 @@ def _inputs(raw: Mapping[str, np.ndarray], sl: slice, sig: slice, spec: spec_lib
 
 
 def _targets(raw: Mapping[str, np.ndarray], sl: slice) -> dict[str, np.ndarray]:
-  return {k: raw[k][:, sl] for k in ("contacts", "action", "subtask", "boundary", "objects")}
+  return {k: raw[k][:, sl] for k in ("contacts", "action", "subtask", "boundary", "transition",
+                                     "objects")}
 
 
 def to_batch(windows: Sequence[Mapping[str, np.ndarray]], spec: spec_lib.WindowSpec,

@@ -44,7 +44,9 @@ from xefm_jax import errors
 from xefm_jax.data import spec
 from xefm_jax.data import xperience
 
-SCHEMA_VERSION = 2  # 2: the integrity record (index "chunks", manifest "index_sha256")
+# 2: the integrity record (index "chunks", manifest "index_sha256");
+# 3: the per-frame `transition` label (a flags column)
+SCHEMA_VERSION = 3
 PIPELINE_VERSION = "shred-1"
 PLAN_FILE, MANIFEST_FILE, INDEX_FILE = "plan.json", "manifest.json", "index.json"
 TMP_PREFIX = ".tmp-"
@@ -120,7 +122,8 @@ STREAMS: tuple[Stream, ...] = (
     Stream("task", _fixed(), "int32"),  # label ids: -1 where none / unknown
     Stream("subtask", _fixed(), "int32"),
     Stream("action", _fixed(), "int32"),
-    Stream("boundary", _fixed(), "bool"),
+    Stream("boundary", _fixed(), "bool"),  # an action starts in this frame's raw frames
+    Stream("transition", _fixed(), "bool"),  # an action boundary within +-10 raw frames
     Stream("objects", lambda o, k: (k,), "bool"),
     Stream("caption", lambda o, k: (o.caption_len,), "int32"),  # interaction sentence ids
     Stream("caption_valid", _fixed(), "bool"),
@@ -134,7 +137,7 @@ STREAM_BY_NAME = {s.name: s for s in STREAMS}
 FLAG_COLUMNS: tuple[str, ...] = (
     tuple(f"video_valid/{v}" for v in xperience.VIEWS)
     + ("audio_valid", "depth_valid", "pose_valid", "hands_valid/left", "hands_valid/right",
-       "body_valid", "imu_valid", "caption_valid", "boundary"))
+       "body_valid", "imu_valid", "caption_valid", "boundary", "transition"))
 LABEL_COLUMNS: tuple[str, ...] = ("task", "subtask", "action")
 _PACKED = {c.split("/")[0] for c in FLAG_COLUMNS} | set(LABEL_COLUMNS)
 _FLAG_INDEX = {c: i for i, c in enumerate(FLAG_COLUMNS)}
@@ -154,7 +157,8 @@ def pack(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   flags = [block["video_valid"][:, i] for i in range(len(xperience.VIEWS))]
   flags += [block[c] for c in ("audio_valid", "depth_valid", "pose_valid")]
   flags += [block["hands_valid"][:, 0], block["hands_valid"][:, 1]]
-  flags += [block[c] for c in ("body_valid", "imu_valid", "caption_valid", "boundary")]
+  flags += [block[c] for c in ("body_valid", "imu_valid", "caption_valid", "boundary",
+                               "transition")]
   out["flags"] = np.stack(flags, axis=1)
   out["labels"] = np.stack([block[c] for c in LABEL_COLUMNS], axis=1).astype(np.int32)
   return out
@@ -173,7 +177,7 @@ def unpack(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["video_valid"] = f[:, :len(xperience.VIEWS)]
     out["hands_valid"] = f[:, [col["hands_valid/left"], col["hands_valid/right"]]]
     for c in ("audio_valid", "depth_valid", "pose_valid", "body_valid", "imu_valid",
-              "caption_valid", "boundary"):
+              "caption_valid", "boundary", "transition"):
       out[c] = f[:, col[c]]
   if "labels" in stored:
     for i, c in enumerate(LABEL_COLUMNS):

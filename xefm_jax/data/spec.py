@@ -105,6 +105,7 @@ def _target_fields(s: WindowSpec, t: int) -> dict[str, tuple[tuple[int, ...], An
       "action": ((t,), np.int32),  # action-class id, -1 where none
       "subtask": ((t,), np.int32),
       "boundary": ((t,), np.bool_),  # an action starts at this frame
+      "transition": ((t,), np.bool_),  # an action boundary within +-10 frames (20 fps)
       "objects": ((t, s.num_objects), np.bool_),  # relevant-object multi-hot
   }
 

@@ -17,7 +17,11 @@ module is the definition of every shard array. Output frame k is raw frame k * f
   pose, hands, body, contacts   the reader's arrays at frame k, with its validity masks.
   labels           task, subtask and action ids (action class = the label's first word, a
                    verb: "Pour kettle" -> "pour"), boundary where an action starts within
-                   raw frames [k s, (k+1) s), object multi-hot, interaction sentence token ids.
+                   raw frames [k s, (k+1) s), transition where an action boundary (an
+                   action start after the episode's first frame) lies within
+                   +-TRANSITION_RADIUS raw frames of raw frame k s (the suite's
+                   transition_detection, from the whole episode's timeline, so no window
+                   length changes it), object multi-hot, interaction sentence token ids.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ from xefm_jax.data import text as text_lib
 from xefm_jax.data import xperience
 
 NOT_OBJECTS = frozenset({"hand", "hands"})  # always present: not a relevant-object label
+TRANSITION_RADIUS = 10  # raw (20 fps) frames: transition_detection's +-10 frames
+
+
+def near_boundary(action_start: np.ndarray, radius: int = TRANSITION_RADIUS) -> np.ndarray:
+  """(N,) bool per raw frame: an action boundary lies within +-radius frames. A boundary is
+  an action start after the episode's first frame (frame 0 starts the recording, not an
+  action change)."""
+  starts = np.asarray(action_start, bool).copy()
+  starts[:1] = False
+  kernel = np.ones(2 * radius + 1)
+  return np.convolve(starts.astype(np.float64), kernel, mode="same") > 0.5
 
 
 def action_class(label: str) -> str:
@@ -92,6 +107,7 @@ class EpisodeStreams:
     self._imu = None
     self._timeline = None
     self._sentences: Optional[np.ndarray] = None  # (distinct sentences + 1, L) token ids
+    self._transition: Optional[np.ndarray] = None  # (N,) near_boundary of the raw frames
 
   def _raw(self, start: int, stop: int) -> tuple[int, int]:
     if not 0 <= start <= stop <= self.num_frames:
@@ -201,6 +217,8 @@ class EpisodeStreams:
         if o in object_index:
           objects[row, object_index[o]] = True
     starts = tl.action_start[a:b].reshape(n, s).any(-1)
+    if self._transition is None:
+      self._transition = near_boundary(tl.action_start)
     if self._sentences is None:  # each distinct sentence encoded once, row -1 all PAD
       self._sentences = np.stack(
           [lab.words.encode(x, self.options.caption_len) for x in tl.interactions]
@@ -209,7 +227,7 @@ class EpisodeStreams:
     return {
         "task": np.full(n, task, np.int32),
         "subtask": subtask_ids[tl.subtask[frames]], "action": action_ids[tl.action[frames]],
-        "boundary": starts, "objects": objects,
+        "boundary": starts, "transition": self._transition[frames], "objects": objects,
         "caption": captions, "caption_valid": tl.interaction[frames] >= 0,
     }
 

@@ -1,11 +1,10 @@
 """Frozen forward passes for evaluation: window embeddings of input variants, and the heads.
 
-Why not `XEFM.encode` with `drop` for every variant: a dropped modality's tokens are masked,
-so they cost compute without changing anything. `FrozenEncoder` runs XEFM's own modules
-(the same `ModalityEncoder`s and `FusionTransformer`, under the same parameter names, so
-XEFM's parameters apply unchanged) over only the modalities a variant family encodes, and
-for fixed camera views only those views' video tokens. A masked token influences nothing
-(TokenGroup's contract), so the result equals the masked full pass up to float rounding
+Why not one `XEFM.encode` with `drop` for every variant: a dropped modality's tokens are
+masked, so they cost compute without changing anything. Each variant family runs XEFM over
+only the modalities it encodes (`XEFM(..., modalities=...)`), and for fixed camera views
+only those views' video tokens (`views=`). A masked token influences nothing (TokenGroup's
+contract), so the result equals the masked full pass up to float rounding
 (tests/test_eval.py checks it against `XEFM.encode`); the motion side costs an eighth of a
 full pass and a single view a sixth. Variants inside a family (robustness drops, random
 views) are masks of that family's compiled pass, so a family compiles once and serves every
@@ -17,9 +16,8 @@ their shards, outputs replicated (every process reads the global rows).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,8 +28,6 @@ from xefm_jax.data import pipeline
 from xefm_jax.eval import variants as variants_lib
 from xefm_jax.modalities import base as modalities_base
 from xefm_jax.model import xefm
-from xefm_jax.model.fusion import FusionTransformer
-from xefm_jax.model.tokens import TokenGroup
 from xefm_jax.objectives import base as objectives_base
 from xefm_jax.objectives.pretrainer import Pretrainer
 from xefm_jax.parallel import sharding
@@ -39,51 +35,6 @@ from xefm_jax.parallel import sharding
 PyTree = Any
 # Heads whose predictions the protocol scores (others are training-only signals).
 PREDICT_HEADS = ("procedure", "contact", "forecasting", "contrastive", "captioning")
-
-
-def _gather_views(group: TokenGroup, views: jax.Array, num_views: int) -> TokenGroup:
-  """Keep the video tokens of `views` (k,) only; tokens are ordered (view, time, patch)."""
-  def pick(x: jax.Array, axis: int) -> jax.Array:  # (..., V * n, ...) -> (..., k * n, ...)
-    shape = x.shape
-    x = x.reshape(shape[:axis] + (num_views, shape[axis] // num_views) + shape[axis + 1:])
-    x = jnp.take(x, views, axis=axis)
-    return x.reshape(shape[:axis] + (-1,) + shape[axis + 1:])
-  time = jnp.asarray(group.time)  # (n,) or (B, n)
-  return TokenGroup(pick(group.tokens, 1), pick(group.mask, 1), pick(time, time.ndim - 1))
-
-
-class FrozenEncoder(nn.Module):
-  """XEFM's deterministic forward over `modalities` only -> the window embedding (B, D).
-
-  config: config.model. Parameters: XEFM's (a subset is read). views: (k,) indices of the
-  camera views whose video tokens enter fusion (`num_views` is V, the batch's view count),
-  or None for all.
-  """
-
-  config: ml_collections.ConfigDict
-  modalities: tuple[str, ...]
-  num_views: int = 0
-
-  @nn.compact
-  def __call__(self, batch: Mapping[str, Any], drop: Mapping[str, jax.Array],
-               views: Optional[jax.Array] = None) -> jax.Array:
-    cfg = self.config
-    names = xefm.modality_names(cfg)
-    numerics = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                    attention=cfg.attention)
-    tokens = {}
-    for name in names:  # XEFM's order
-      if name not in self.modalities:
-        continue
-      group, _ = modalities_base.ModalityEncoder(cfg.modalities[name], cfg.width, name=name,
-                                                 **numerics)(
-          batch, None, drop.get(name), deterministic=True)
-      if name == "video" and views is not None:
-        group = _gather_views(group, views, self.num_views)
-      tokens[name] = group
-    _, readouts = FusionTransformer(cfg.fusion, names, name="fusion", **numerics)(
-        tokens, deterministic=True)
-    return jnp.mean(readouts[cfg.embedding_readout].astype(jnp.float32), axis=1)
 
 
 def input_fields(model_config: ml_collections.ConfigDict, modalities: Sequence[str]
@@ -139,11 +90,11 @@ class Encoder:
   def _embed_fn(self, modalities: tuple[str, ...], gather: bool):
     key = (modalities, gather)
     if key not in self._embed_fns:
-      module = FrozenEncoder(self.config.model, modalities,
-                             len(self.views) if gather else 0)
+      model = xefm.XEFM(self.config.model)
 
       def fn(params, batch, drop, views):
-        return module.apply({"params": params}, batch, drop, views if gather else None)
+        return model.apply({"params": params}, batch, drop=drop, modalities=modalities,
+                           views=views if gather else None).embedding
       self._embed_fns[key] = jax.jit(fn, out_shardings=self.replicated)
     return self._embed_fns[key]
 

@@ -69,7 +69,7 @@ def structured_generation(test: embed.Store, labels: streams.Labels, max_example
   fields["objects"] = {"micro_f1": metrics.multilabel_micro_f1(
       test.target("objects").astype(int), pred_objects)}
   contact = np.array(field("contact", None), dtype=object)
-  truth = test.target("any_contact").astype(bool)
+  truth = test.target("contact").astype(bool)  # hand contact, as the captioning head writes
   fields["contact"] = {"accuracy": float(np.mean([c is not None and c == t
                                                   for c, t in zip(contact, truth)]))}
   transition = np.array([bool(v) if v is not None else None for v in field("transition", None)],

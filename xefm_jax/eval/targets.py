@@ -19,7 +19,6 @@ from xefm_jax.objectives import contact as contact_lib
 from xefm_jax.objectives import procedure as procedure_lib
 
 NEXT_ACTION_FRAMES = 20  # next_action: the action at t + 20 frames
-TRANSITION_RADIUS = 10  # transition_detection: a boundary within +-10 frames of t
 HAND_HORIZON = 10  # hand_trajectory_forecast: the next 10 frames
 
 
@@ -52,6 +51,9 @@ def window_targets(batch: Mapping[str, Any], norm: pipeline.Normaliser, step: in
 
   Our choices where the contract is open:
     * "now" is the window's last context frame; labels of -1 mean unknown.
+    * transition_detection: an action boundary within +-10 frames (20 fps) of now, from the
+      episode's whole action timeline (the shard's per-frame `transition`, made by the
+      shredder), whatever the window's length; an episode's first frame is no boundary.
     * contact_prediction: whether either hand touches something at now (wrist contacts
       19/20). Foot contact ("any body contact") is nearly always on for a standing or
       walking wearer, which makes the public definition trivial (its baseline scores 1.0);
@@ -69,7 +71,7 @@ def window_targets(batch: Mapping[str, Any], norm: pipeline.Normaliser, step: in
   boundary_all = np.concatenate([batch["boundary"], fb], 1)
   frames = lambda n: max(1, int(round(n / step)))  # noqa: E731  20 fps frames -> window's
   # the labels the procedure and contact objectives train on
-  labels = procedure_lib.targets(batch, frames(NEXT_ACTION_FRAMES), frames(TRANSITION_RADIUS))
+  labels = procedure_lib.targets(batch, frames(NEXT_ACTION_FRAMES))
   contact = contact_lib.targets(batch, 0.5)
   horizon = frames(HAND_HORIZON)
   hands = norm.hands_to_metres(future["hands"][:, :horizon])  # (B, 10, 2, 21, 3)
@@ -81,8 +83,8 @@ def window_targets(batch: Mapping[str, Any], norm: pipeline.Normaliser, step: in
   ego_valid = future["pose_valid"] & batch["pose_valid"][:, -1:]
   return {
       **{k: np.asarray(labels[k]) for k in ("action", "subtask", "next_action", "transition")},
-      "contact": np.asarray(contact["hand_contact"]).any(1),
-      "any_contact": np.asarray(contact["contact"]), "objects": np.asarray(contact["objects"]),
+      "contact": np.asarray(contact["contact"]),
+      "any_contact": np.asarray(contact["any_contact"]), "objects": np.asarray(contact["objects"]),
       "hands_future": hands.astype(np.float32), "hands_future_valid": hands_valid,
       "ego_future": ego.astype(np.float32), "ego_future_valid": ego_valid,
       "motion_intensity": intensity.astype(np.float32),

@@ -96,3 +96,16 @@ class AudioTokenizer(base.Tokenizer):
     mask = jnp.broadcast_to(valid[:, None], (valid.shape[0], num_t * num_f))
     return base.Patches(einops.rearrange(x, "b t f e -> b (t f) e"), mask, time,
                         einops.rearrange(position, "t f e -> (t f) e"))
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """Per-patch normalised log-mel patches, (B, t f, pt pf), and weight."""
+    valid = batch["audio_valid"]  # (B,)
+    spec = log_mel_spectrogram(
+        jnp.where(valid[:, None], batch["audio"], 0.0), n_fft=config.n_fft,
+        win_length=config.win_length, hop_length=config.hop_length, n_mels=config.n_mels,
+        fmin=config.fmin, fmax=config.fmax)  # (B, F, M)
+    x = einops.rearrange(spec, "b (t pt) (f pf) -> b (t f) (pt pf)", pt=config.patch_time,
+                         pf=config.patch_freq)
+    weight = jnp.broadcast_to(valid[:, None, None], x.shape)
+    return base.normalise_patches(x, weight), weight

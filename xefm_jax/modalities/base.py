@@ -3,9 +3,10 @@
 A modality is one file in this package that defines a `Tokenizer` subclass decorated with
 `@register("<name>")`, plus one entry under `config.model.modalities.<name>`. The file's job
 is the modality-specific part (reading its fields of the window, patching, the input
-projection, intra-modality positions); `ModalityEncoder` does the rest the same way for all:
-masking, hidden-token replacement, time embedding, the light unimodal transformer and the
-projection to the fusion width.
+projection, intra-modality positions, and `targets`: what its tokens are reconstructed to,
+token for token, so a change of the token layout cannot misalign masked modeling);
+`ModalityEncoder` does the rest the same way for all: masking, time embedding, the light
+unimodal transformer and the projection to the fusion width.
 
 Masked inputs have no influence: tokenizers replace masked values with zeros using
 `jnp.where` before any arithmetic (so NaN runs in tracking cannot leak either), token masks
@@ -72,6 +73,13 @@ class Tokenizer(nn.Module):
     """A learned (rows, E) position table in the compute dtype."""
     return layers.learned_table(self, name, rows, self.width, self.param_dtype).astype(self.dtype)
 
+  @staticmethod
+  def targets(batch: Batch, config: ml_collections.ConfigDict) -> tuple[Array, Array]:
+    """What each token is reconstructed to (masked modeling), in the token order of
+    `__call__`: target (B, n, P) fp32 (or int32 ids (B, n)) and weight (B, n, P) bool (or
+    (B, n)), the valid elements. Masked values are zeroed before any arithmetic."""
+    raise NotImplementedError
+
 
 TOKENIZERS: registry.Registry = registry.Registry("modality", "xefm_jax.modalities")
 register = TOKENIZERS.register
@@ -89,6 +97,21 @@ def chunk_centres(num_chunks: int, frames_per_chunk: int) -> np.ndarray:
   """(num_chunks,) centre, in frames, of consecutive chunks of frames_per_chunk frames."""
   return (np.arange(num_chunks) * frames_per_chunk
           + (frames_per_chunk - 1) / 2).astype(np.float32)
+
+
+def normalise_patches(x: Array, weight: Array, eps: float = 1e-6) -> Array:
+  """Per-token mean/std normalisation over the valid elements of the last axis (MAE's
+  norm_pix reconstruction target); invalid elements are zero."""
+  w = weight.astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(w, -1, keepdims=True), 1.0)
+  mean = jnp.sum(x * w, -1, keepdims=True) / n
+  var = jnp.sum(jnp.square(x - mean) * w, -1, keepdims=True) / n
+  return jnp.where(weight, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
+
+
+def chunk_frames(x: Array, frames_per_token: int) -> Array:
+  """(B, T, F) per-frame features -> (B, T / c, c * F): the frame chunks of one token."""
+  return einops.rearrange(x, "b (t c) f -> b t (c f)", c=frames_per_token)
 
 
 def frame_chunks(x: Array, valid: Array, frames_per_token: int, what: str
@@ -110,15 +133,16 @@ def frame_chunks(x: Array, valid: Array, frames_per_token: int, what: str
 
 
 class ModalityEncoder(nn.Module):
-  """Tokenizer -> hidden-token replacement -> + position + time -> unimodal stack -> fusion width.
+  """Tokenizer -> + position + time -> unimodal stack over visible tokens -> fusion width.
 
-  Returns the modality's TokenGroup (tokens at the fusion width `width`) and its pooled
-  unimodal embedding (B, width): a masked mean over the valid, visible tokens.
+  Returns the modality's TokenGroup (tokens at the fusion width `width`; its mask says which
+  tokens exist), the pooled unimodal embedding (B, width), a masked mean over the visible
+  tokens, and the visible mask (B, n) the trunk attends with.
 
-  keep: (B, n) bool or None. False hides a token's content for masked modeling: the content
-    is replaced by a learned mask token, its position and time stay, and it still takes
-    part in attention (BERT / data2vec style), so the fused output at that position is the
-    model's prediction.
+  keep: (B, n) bool or None. False hides a token for masked modeling, the MAE way: a hidden
+    token is neither a key nor a query of any attention in the trunk (its output is zeroed),
+    so the trunk computes exactly what it would for a window without that token; the
+    masked-modeling decoder adds mask queries at the hidden positions.
   drop: (B,) bool or None. True removes the whole modality of that sample (modality
     dropout): every token becomes invalid.
   """
@@ -128,10 +152,11 @@ class ModalityEncoder(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention: str | None = None
+  time_max_period: float = 10_000.0  # frames; config.model.fusion.time_max_period
 
   @nn.compact
   def __call__(self, batch: Batch, keep: Array | None = None, drop: Array | None = None,
-               deterministic: bool = True) -> tuple[TokenGroup, Array]:
+               deterministic: bool = True) -> tuple[TokenGroup, Array, Array]:
     cfg = self.config
     enc = cfg.encoder
     numerics = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -140,24 +165,22 @@ class ModalityEncoder(nn.Module):
       raise KeyError(f"modality {self.name!r} reads window fields {tokenizer.fields}; the batch "
                      f"lacks {missing} (the contract is xefm_jax/data/spec.py)")
     p = tokenizer(config=cfg, width=enc.width, name="tokenizer", **numerics)(batch)
-    mask = p.mask  # (B, n)
+    mask = p.mask  # (B, n) the token exists
     if drop is not None:
       mask = mask & ~drop[:, None]
-    x = jnp.where(mask[..., None], p.embeddings.astype(self.dtype), 0)  # (B, n, E)
-    mask_token = self.param("mask_token", nn.with_logical_partitioning(layers.EMBED_INIT,
-                                                                       ("embed",)),
-                            (enc.width,), self.param_dtype)
     visible = mask
     if keep is not None:
       if keep.shape != mask.shape:
         raise ValueError(f"{self.name}: keep mask {keep.shape} != token mask {mask.shape}")
-      x = jnp.where(keep[..., None], x, mask_token.astype(self.dtype))
       visible = mask & keep
-    x = x + p.position + layers.sinusoidal_embedding(p.time, enc.width).astype(self.dtype)
+    x = jnp.where(visible[..., None], p.embeddings.astype(self.dtype), 0)  # (B, n, E)
+    x = x + p.position + layers.sinusoidal_embedding(p.time, enc.width,
+                                                     self.time_max_period).astype(self.dtype)
     x = layers.constrain(x, layers.ACTIVATION)
     x = TransformerStack(enc, attention=self.attention, name="encoder", **numerics)(
-        x, layers.attention_mask(mask), deterministic)
+        x, layers.attention_mask(visible), deterministic)
     x = layers.make_norm(enc.norm, name="encoder_norm", **numerics)(x)
     x = layers.DenseGeneral(self.width, ("input", "embed"), name="to_fusion", **numerics)(x)
-    x = layers.constrain(jnp.where(mask[..., None], x, 0), layers.ACTIVATION)  # (B, n, D)
-    return TokenGroup(x, mask, jnp.asarray(p.time, jnp.float32)), layers.masked_mean(x, visible)
+    x = layers.constrain(jnp.where(visible[..., None], x, 0), layers.ACTIVATION)  # (B, n, D)
+    return (TokenGroup(x, mask, jnp.asarray(p.time, jnp.float32)),
+            layers.masked_mean(x, visible), visible)

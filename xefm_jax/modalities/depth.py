@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import einops
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,3 +53,14 @@ class DepthTokenizer(base.Tokenizer):
     return base.Patches(einops.rearrange(x, "b t s e -> b (t s) e"),
                         einops.rearrange(mask, "b t s -> b (t s)"), time,
                         einops.rearrange(position, "b t s e -> b (t s) e"))
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """Per-tubelet normalised depth of the valid frames, (B, t S, tt p p), and weight."""
+    valid = batch["depth_valid"]  # (B, T)
+    x = jnp.where(valid[:, :, None, None], batch["depth"].astype(jnp.float32), 0.0)
+    v = jnp.broadcast_to(valid[:, :, None, None], x.shape)  # (B, T, H, W)
+    pattern = "b (t tt) (h ph) (w pw) -> b (t h w) (tt ph pw)"
+    kw = dict(tt=config.tubelet, ph=config.patch, pw=config.patch)
+    x, weight = einops.rearrange(x, pattern, **kw), einops.rearrange(v, pattern, **kw)
+    return base.normalise_patches(x, weight), weight

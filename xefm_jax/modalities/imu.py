@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import einops
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from xefm_jax.modalities import base
 
@@ -28,3 +30,13 @@ class IMUTokenizer(base.Tokenizer):
     chunks, mask, time = base.frame_chunks(imu, batch["imu_valid"],
                                            self.config.frames_per_token, "imu")
     return base.Patches(self.embed(chunks, "imu_embedding"), mask, time)  # (B, t, E)
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """The normalised samples of each chunk, (B, t, c S 6), and weight (valid frames)."""
+    valid = batch["imu_valid"]  # (B, T)
+    x = einops.rearrange(batch["imu"].astype(jnp.float32), "b t s c -> b t (s c)")
+    x = jnp.where(valid[..., None], x, 0.0)
+    weight = jnp.broadcast_to(valid[..., None], x.shape)
+    c = config.frames_per_token
+    return base.chunk_frames(x, c), base.chunk_frames(weight, c)

@@ -12,6 +12,7 @@ config.data). Tokens: caption_len; PAD tokens and invalid captions are masked.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,3 +43,10 @@ class LanguageTokenizer(base.Tokenizer):
     length = ids.shape[1]
     time = np.full((length,), self.config.window_centre, np.float32)
     return base.Patches(x, mask, time, self.table("word_position", length))
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """The caption's word ids (B, L) (cross-entropy targets) and weight (B, L)."""
+    ids = batch["caption"]  # (B, L)
+    valid = (ids != PAD_ID) & batch["caption_valid"][:, None]
+    return jnp.where(valid, ids, PAD_ID), valid

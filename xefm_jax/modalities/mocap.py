@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import einops
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from xefm_jax.modalities import base
+
+HAND_FEATURES = 21 * 3
+BODY_FEATURES = 52 * 3
 
 
 @base.register("mocap")
@@ -49,3 +53,23 @@ class MocapTokenizer(base.Tokenizer):
                         einops.rearrange(mask, "b t p -> b (t p)"),
                         np.repeat(time, 3),
                         einops.rearrange(position, "t p e -> (t p) e"))
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """Per chunk and part (left, right, body): the hands in the pipeline's normalised layout
+    (63 features, zero-padded to the body's 156) or the body keypoints, (B, t 3, c 156), and
+    weight."""
+    hv, bv = batch["hands_valid"], batch["body_valid"]  # (B, T, 2), (B, T)
+    hands = jnp.where(hv[..., None, None], batch["hands"].astype(jnp.float32), 0.0)
+    hands = einops.rearrange(hands, "b t s j x -> b t s (j x)")  # (B, T, 2, 63)
+    hands = jnp.pad(hands, ((0, 0), (0, 0), (0, 0), (0, BODY_FEATURES - HAND_FEATURES)))
+    body = jnp.where(bv[..., None, None], batch["body"].astype(jnp.float32), 0.0)
+    body = einops.rearrange(body, "b t k x -> b t 1 (k x)")  # (B, T, 1, 156)
+    x = jnp.concatenate([hands, body], axis=2)  # (B, T, 3, 156): left, right, body
+    is_hand_feature = np.arange(BODY_FEATURES) < HAND_FEATURES
+    weight = jnp.concatenate(
+        [hv[..., None] & is_hand_feature, jnp.broadcast_to(bv[:, :, None, None], body.shape)],
+        axis=2)
+    pattern = "b (t c) p f -> b (t p) (c f)"
+    c = config.frames_per_token
+    return (einops.rearrange(x, pattern, c=c), einops.rearrange(weight, pattern, c=c))

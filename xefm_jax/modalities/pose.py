@@ -54,3 +54,19 @@ class PoseTokenizer(base.Tokenizer):
     frame = jnp.concatenate([motion, up, motion_valid[..., None].astype(jnp.float32)], -1)
     chunks, mask, time = base.frame_chunks(frame, valid, self.config.frames_per_token, "pose")
     return base.Patches(self.embed(chunks, "pose_embedding"), mask, time)  # (B, t, E)
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """Per chunk: camera motion rates [rot6d - I, translation] x frame rate and world up in
+    the body frame of each frame, (B, t, c 12), and weight."""
+    valid = batch["pose_valid"]  # (B, T)
+    pose = batch["pose"].astype(jnp.float32)
+    motion, motion_valid = relative_motion(pose, valid)  # (B, T, 9), (B, T)
+    motion = jnp.where(motion_valid[..., None], motion * config.frame_rate, 0.0)
+    up = jnp.where(valid[..., None], jnp.where(valid[..., None, None], pose, 0.0)[..., 2, :3],
+                   0.0)  # (B, T, 3)
+    x = jnp.concatenate([motion, up], -1)  # (B, T, 12)
+    weight = jnp.concatenate([jnp.broadcast_to(motion_valid[..., None], motion.shape),
+                              jnp.broadcast_to(valid[..., None], up.shape)], -1)
+    c = config.frames_per_token
+    return base.chunk_frames(x, c), base.chunk_frames(weight, c)

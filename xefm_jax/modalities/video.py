@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import einops
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,3 +51,15 @@ class VideoTokenizer(base.Tokenizer):
         mask=einops.rearrange(mask, "b v t s -> b (v t s)"),
         time=time.reshape(-1),
         position=einops.rearrange(position, "v t s e -> (v t s) e"))
+
+  @staticmethod
+  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+    """Per-tubelet normalised pixels (MAE's norm_pix), (B, V t S, tt p p 3), and weight."""
+    valid = batch["video_valid"]  # (B, V)
+    x = batch["video"].astype(jnp.float32) * (2.0 / 255.0) - 1.0  # (B, V, T, H, W, 3)
+    x = jnp.where(valid[:, :, None, None, None, None], x, 0.0)
+    x = einops.rearrange(x, "b v (t tt) (h ph) (w pw) c -> b (v t h w) (tt ph pw c)",
+                         tt=config.tubelet, ph=config.patch, pw=config.patch)
+    weight = jnp.repeat(valid, x.shape[1] // valid.shape[1], axis=1)[..., None]  # (B, n, 1)
+    weight = jnp.broadcast_to(weight, x.shape)
+    return base.normalise_patches(x, weight), weight

@@ -34,7 +34,12 @@ ACTIVATION = ("activation_batch", "activation_length", "activation_embed")
 ACTIVATION_HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 ACTIVATION_MLP = ("activation_batch", "activation_length", "activation_mlp")
 
-EMBED_INIT = nn.initializers.normal(stddev=0.02)
+EMBED_INIT = nn.initializers.normal(stddev=0.02)  # learned tables added to content
+# Token-id embeddings are the content of their tokens: unit scale, like the output of every
+# patch projection (variance-scaling init on unit-scale inputs). At 0.02 a caption's word
+# vectors drown under the order-1 time embedding added to them, and after the first norm
+# every caption token looks alike (T5 and MaxText embed at 1.0 too).
+TOKEN_EMBED_INIT = nn.initializers.normal(stddev=1.0)
 
 
 def constrain(x: Array, names: Sequence[str | None]) -> Array:
@@ -217,7 +222,8 @@ class Embed(nn.Module):
 
   @nn.compact
   def __call__(self, ids: Array) -> Array:
-    table = self.param("embedding", nn.with_logical_partitioning(EMBED_INIT, ("vocab", "embed")),
+    table = self.param("embedding", nn.with_logical_partitioning(TOKEN_EMBED_INIT,
+                                                                 ("vocab", "embed")),
                        (self.num_embeddings, self.features), self.param_dtype)
     one_hot = jax.nn.one_hot(ids, self.num_embeddings, dtype=self.dtype)  # (..., vocab)
     return jnp.einsum("...v,ve->...e", one_hot, table.astype(self.dtype))

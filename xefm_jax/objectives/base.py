@@ -7,10 +7,13 @@ reads the model's output and the window batch from a `Context`, and returns a sc
 and scalar metrics. Heads read the trunk; nothing flows back into the trunk's forward pass,
 so adding or removing an objective never changes what another one sees (Octo's rule).
 
-Two optional hooks act before the forward pass:
+Three optional hooks act before the forward pass:
   * `hide(batch, token_counts)` returns per-modality token-keep masks (masked modeling);
   * `needs_target = True` asks the train step for the EMA encoder's output on the next
-    window (future-state prediction), passed in as `Context.target`.
+    window (future-state prediction), passed in as `Context.target`;
+  * `side_passes()` asks for extra passes of the trunk over a subset of the modalities, on
+    every k-th window of the batch (contrastive alignment of the fused sides of a window),
+    handed in as `Context.passes`.
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ class Context:
   out: the training forward pass of the trunk on `batch` (with `keep` applied).
   keep: {modality: (B, n) bool} token-keep masks the pass used; {} when nothing was hidden.
   target: the EMA encoder's output on batch["next"] (stop-gradient), or None.
+  passes: {name: the trunk's output over a subset of modalities, on every k-th window}
+    (the objectives' `side_passes`); {} when none was asked for.
   """
 
   batch: Mapping[str, Any]
   out: XEFMOutput
   keep: Mapping[str, Array]
   target: Optional[XEFMOutput] = None
+  passes: Mapping[str, XEFMOutput] = flax.struct.field(default_factory=dict)
 
 
 class Objective(nn.Module):
@@ -63,6 +69,11 @@ class Objective(nn.Module):
            ) -> Optional[dict[str, Array]]:
     """Token-keep masks for the forward pass, or None (the default: hide nothing)."""
     return None
+
+  def side_passes(self) -> tuple[int, dict[str, tuple[str, ...]]]:
+    """(k, {pass name: modalities}): extra passes over windows 0, k, 2k, ... of the batch;
+    (1, {}) by default (none)."""
+    return 1, {}
 
   def predict(self, ctx: Context) -> dict[str, Array]:
     """The head's outputs for evaluation (logits, forecasts, embeddings); {} by default."""

@@ -21,12 +21,13 @@ Target sequence (built on device from the batch labels, no host text):
       <next_action> a' <caption> w_1 .. w_n EOS PAD ..
 with k <= max_objects relevant objects at now in id order and the caption's words (none
 when the window has no caption). Labels are procedure.targets' (action, subtask and
-next action at now / now + next_horizon, transition within transition_radius) and
-contact.targets' any-contact at now.
+next action at now / now + next_horizon, transition within +-10 frames) and
+contact.targets' hand contact at now (either hand: what the suite's contact task scores).
 
 The decoder (causal self-attention, cross-attention to every visible fused token plus the
-readouts, MLP; teacher forcing in training) trains only on windows whose pass did not see
-their caption (heads.caption_blind). `generate` decodes greedily without constraints, so
+readouts, MLP; teacher forcing in training) trains only on `heads.supervised_rows`: windows
+whose pass did not see their caption (it states the action, subtask and objects) and that
+masked modeling left whole. `generate` decodes greedily without constraints, so
 the validity rate measures the model; `parse`/`render_json` (host, numpy) turn a decoded
 sequence into a dict / JSON string given the manifest's vocabularies (streams.Labels) and
 return None for a sequence that breaks the grammar.
@@ -122,10 +123,9 @@ class Layout:
 def target_sequence(batch: Mapping[str, Any], layout: Layout, config: Any) -> Array:
   """(B, Lc) int32 decoder targets from the batch's labels (module docstring), on device.
 
-  config: config.objectives.captioning (max_objects, next_horizon, transition_radius,
-  contact_threshold).
+  config: config.objectives.captioning (max_objects, next_horizon, contact_threshold).
   """
-  t = procedure.targets(batch, config.next_horizon, config.transition_radius)
+  t = procedure.targets(batch, config.next_horizon)
   contact = contact_lib.targets(batch, config.contact_threshold)["contact"]
   b = t["action"].shape[0]
 
@@ -388,8 +388,8 @@ class Captioning(base.Objective):
     memory, memory_valid = self._memory(ctx)
     logits = self._mask_logits(self.decoder(seq[:, :-1], memory, memory_valid))
     target = seq[:, 1:]  # (B, Lc - 1)
-    blind = heads.caption_blind(ctx)  # (B,)
-    scored = (target != spec.PAD_ID) & blind[:, None]
+    rows = heads.supervised_rows(ctx)  # (B,)
+    scored = (target != spec.PAD_ID) & rows[:, None]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
     correct = jnp.argmax(logits, -1) == target
     is_word = target < self.layout.vocab_size
@@ -398,7 +398,7 @@ class Captioning(base.Objective):
         "token_accuracy": heads.masked_mean(correct, scored),
         "label_accuracy": heads.masked_mean(correct, scored & is_label),
         "word_accuracy": heads.masked_mean(correct, scored & is_word & (target > spec.EOS_ID)),
-        "blind_fraction": jnp.mean(blind.astype(jnp.float32))}
+        "supervised_fraction": jnp.mean(rows.astype(jnp.float32))}
 
   def generate(self, ctx: base.Context) -> Array:
     """Greedy decoding, unconstrained: (B, Lc) int32 ids, BOS first, PAD after EOS."""

@@ -1,20 +1,20 @@
-"""Contact and affordance: is the body touching something now, which wrist, and which objects
+"""Contact and affordance: is a hand touching something now, which one, and which objects
 are relevant to what the wearer is doing.
 
-Why: the eval suite's contact_prediction (any body contact) and object_relevance (the
-relevant-object set, micro-F1) are probed on frozen window embeddings; supervising them here
-makes the embedding carry contact and object state explicitly.
+Why: the eval suite's contact_prediction (hand contact: any-body contact is trivially on
+for a wearer standing on the floor, so the suite scores the hands) and object_relevance
+(the relevant-object set, micro-F1) are probed on frozen window embeddings; supervising them
+here makes the embedding carry contact and object state explicitly.
 
-From the window embedding only, at the last context frame ("now"):
-  contact     any of the 21 contact joints above `threshold` (binary), and the left and
-              right wrist (contact joints 19 and 20, xperience.HAND_CONTACT_JOINTS; binary
-              each). `contacts` is a target field, never a model input, and this head reads
-              nothing but the embedding, as the eval's "window without contact channels"
-              requires.
-  objects     the relevant-object multi-hot (sigmoid per object), trained only on windows
-              whose pass did not see their caption (heads.caption_blind; the eval asks for
-              objects from windows without language, and a caption names them).
-predict(): logits: contact (B,), hand_contact (B, 2) (left, right), objects (B, num_objects).
+From the "window" readout only, at the last context frame ("now"):
+  contact     the left and right wrist (contact joints 19 and 20,
+              xperience.HAND_CONTACT_JOINTS; binary each) above `threshold`; `contacts` is
+              a target field, never a model input, as the eval's "window without contact
+              channels" requires.
+  objects     the relevant-object multi-hot (sigmoid per object).
+Only windows in `heads.supervised_rows` train these heads (a caption names the objects).
+predict(): logits: hand_contact (B, 2) (left, right), contact (B,) (either hand: the
+larger of the two), objects (B, num_objects).
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ Array = jax.Array
 
 
 def targets(batch: Mapping[str, Any], threshold: float) -> dict[str, Array]:
-  """Window-level contact and object labels at now (shared with the evaluation suite)."""
+  """Window-level contact and object labels at now (shared with the evaluation suite).
+  any_contact (any of the 21 joints, feet included) is kept for the captioning JSON."""
   contacts = batch["contacts"][:, -1] > threshold  # (B, 21)
-  return {"contact": contacts.any(axis=-1),
-          "hand_contact": contacts[:, list(xperience.HAND_CONTACT_JOINTS)],  # (B, 2)
-          "objects": batch["objects"][:, -1]}  # (B, num_objects)
+  hand = contacts[:, list(xperience.HAND_CONTACT_JOINTS)]  # (B, 2)
+  return {"any_contact": contacts.any(axis=-1), "hand_contact": hand,
+          "contact": hand.any(axis=-1), "objects": batch["objects"][:, -1]}
 
 
 @base.register("contact")
@@ -44,34 +45,29 @@ class Contact(base.Objective):
 
   def setup(self):
     kw = dict(param_dtype=jnp.dtype(self.model_config.param_dtype))
-    self.heads = {"contact": heads.MLPHead(1, **kw),
-                  "hand_contact": heads.MLPHead(2, **kw),
+    self.heads = {"hand_contact": heads.MLPHead(2, **kw),
                   "objects": heads.MLPHead(self.data_config.num_objects, **kw)}
 
   def _logits(self, ctx: base.Context) -> dict[str, Array]:
-    x = ctx.out.embedding  # (B, D) fp32
+    x = heads.readout(ctx.out, self.model_config, self.config.readout)  # (B, D) fp32
     logits = {name: head(x) for name, head in self.heads.items()}
-    logits["contact"] = logits["contact"][:, 0]
+    logits["contact"] = jnp.max(logits["hand_contact"], axis=-1)
     return logits
 
   def __call__(self, ctx: base.Context, *, train: bool) -> tuple[Array, dict[str, Array]]:
     logits = self._logits(ctx)
     t = targets(ctx.batch, self.config.threshold)
-    metrics = {}
-    losses = []
-    for name in ("contact", "hand_contact"):
-      loss, acc = heads.binary(logits[name], t[name])
-      metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = loss, acc
-      losses.append(loss)
-    blind = heads.caption_blind(ctx)[:, None] if self.config.blind_objects else True
-    loss, acc = heads.binary(logits["objects"], t["objects"], blind)
-    metrics["objects_loss"], metrics["objects_accuracy"] = loss, acc
+    rows = heads.supervised_rows(ctx)[:, None]  # (B, 1)
+    metrics = {"supervised_fraction": jnp.mean(rows.astype(jnp.float32))}
+    contact_loss, acc = heads.binary(logits["hand_contact"], t["hand_contact"], rows)
+    metrics["hand_contact_loss"], metrics["hand_contact_accuracy"] = contact_loss, acc
+    objects_loss, acc = heads.binary(logits["objects"], t["objects"], rows)
+    metrics["objects_loss"], metrics["objects_accuracy"] = objects_loss, acc
     predicted, truth = logits["objects"] > 0, t["objects"]
-    tp = jnp.sum(predicted & truth & blind)
+    tp = jnp.sum(predicted & truth & rows)
     metrics["objects_micro_f1"] = 2 * tp / jnp.maximum(
-        jnp.sum(predicted & blind) + jnp.sum(truth & blind), 1)
-    losses.append(loss)
-    return sum(losses) / len(losses), metrics
+        jnp.sum(predicted & rows) + jnp.sum(truth & rows), 1)
+    return (contact_loss + objects_loss) / 2, metrics
 
   def predict(self, ctx: base.Context) -> dict[str, Array]:
     return self._logits(ctx)

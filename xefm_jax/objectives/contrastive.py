@@ -1,4 +1,4 @@
-"""Cross-modal contrastive alignment (SigLIP's sigmoid loss), video as the hub.
+"""Cross-modal contrastive alignment (SigLIP's sigmoid loss): fused sides, a hub, and text.
 
 Why: the eval suite retrieves one side of a window from another (motion + IMU + pose ->
 depth / video; a sentence -> its window) by cosine similarity of frozen embeddings. Aligning
@@ -8,10 +8,18 @@ land in one space without M^2 pairs) and the caption with the window embedding t
 exactly that similarity. The sigmoid loss treats every pair as its own binary problem, so
 it needs no all-gather softmax normaliser and tolerates masked rows and duplicate captions.
 
-  hub pairs    proj_video(e_video) vs proj_m(e_m) for m in `pairs`: positives are the same
-               window; a side is valid where its modality kept a visible token.
+  fused sides  the window embedding of a pass over one side of the window against that of
+               a pass over another side (`sides`: the motion side, pose + mocap + IMU, and
+               the visual side, video + depth), on every `side_every`-th window of the
+               batch (two extra passes of the trunk over only those modalities:
+               Pretrainer runs what `side_passes` asks for). This aligns what the suite's
+               cross_modal_retrieval and misalignment_detection probe: the fused
+               embeddings of the two sides of one window.
+  hub pairs    proj_video(e_video) vs proj_m(e_m) for m in `pairs` (pooled unimodal
+               embeddings): positives are the same window; a side is valid where its
+               modality kept a visible token.
   text-window  a light text tower (word embeddings, one transformer layer, masked mean) over
-               the caption ids vs proj_window(window embedding), over windows whose pass
+               the caption ids vs proj_window(the "window" readout), over windows whose pass
                did not see their caption (heads.caption_blind), else the answer would be an
                input; positives are windows with the identical caption. The tower is the
                head's own: the trunk's language embedding of a caption exists only when the
@@ -19,6 +27,8 @@ it needs no all-gather softmax normaliser and tolerates masked rows and duplicat
                as the text side of a window that did not.
 Every side has its own projection (norm, an MLP of `hidden` GELU units, `dim` outputs) and
 every pair its own learnable log-temperature and bias (SigLIP init: t = 10, b = -10).
+Overlapping windows of one episode (stride 5 of 16 frames share 11) are neither positives
+nor negatives of each other (heads.overlapping_windows): they show the same thing.
 
 predict(): L2-normalised embeddings (B, dim) per modality (hub space), "text" (the caption
 tower) and "window" (the window embedding, projected). Retrieval uses cosine similarity;
@@ -79,18 +89,26 @@ class Contrastive(base.Objective):
     if c.hub not in names or set(c.pairs) - set(names):
       raise KeyError(f"objectives.contrastive: hub {c.hub!r} and pairs {tuple(c.pairs)} must "
                      f"be modalities of the model {names}")
+    self.side_names = tuple(c.sides) if c.side_weight > 0 else ()
+    for side, mods in dict(c.sides).items():
+      if not mods or set(mods) - set(names):
+        raise KeyError(f"objectives.contrastive.sides.{side} = {tuple(mods)}: expected "
+                       f"modalities of the model {names}")
+    if len(self.side_names) not in (0, 2):
+      raise ValueError(f"objectives.contrastive.sides: expected two sides, got {self.side_names}")
     self.pair_names = tuple(p for p in c.pairs if p != c.hub) + ("text",)
     param_dtype = jnp.dtype(m.param_dtype)
     proj = lambda name: heads.MLPHead(c.dim, hidden=c.hidden,  # noqa: E731
                                       param_dtype=param_dtype, out_axis="input", name=name)
     self.projections = {name: proj(f"project_{name}")
-                        for name in (c.hub,) + tuple(c.pairs) + ("window",)}
+                        for name in (c.hub,) + tuple(c.pairs) + ("window",)
+                        + tuple(f"side_{s}" for s in self.side_names)}
     text = heads.stack_config(c.text, m.width)
     self.text_tower = TextTower(text, m.modalities.language.vocab_size,
                                 dtype=jnp.dtype(m.dtype), param_dtype=param_dtype,
                                 attention=m.attention, name="text_tower")
     self.text_projection = proj("project_text")
-    num = len(self.pair_names)
+    num = len(self.pair_names) + (1 if self.side_names else 0)
     self.log_scale = self.param(
         "log_scale", nn.with_logical_partitioning(
             nn.initializers.constant(np.log(c.init_temperature)), ("table",)),
@@ -98,6 +116,16 @@ class Contrastive(base.Objective):
     self.bias = self.param(
         "bias", nn.with_logical_partitioning(nn.initializers.constant(c.init_bias),
                                              ("table",)), (num,), param_dtype)
+
+  def side_passes(self) -> tuple[int, dict[str, tuple[str, ...]]]:
+    """(every k-th window, {pass name: modalities}) the Pretrainer encodes besides the main
+    pass; empty when the fused-side term is off."""
+    c = self.config
+    return int(c.side_every), {s: tuple(c.sides[s]) for s in self.side_names}
+
+  def _overlap(self, batch) -> Array:
+    d = self.data_config
+    return heads.overlapping_windows(batch, int(d.frames) * int(d.frame_stride))
 
   def _embed(self, ctx: base.Context) -> tuple[dict[str, Array], dict[str, Array]]:
     """L2-normalised embeddings (B, dim) and their validity (B,) per side."""
@@ -107,7 +135,8 @@ class Contrastive(base.Objective):
       emb[name] = heads.l2_normalize(self.projections[name](ctx.out.embeddings[name]))
       valid[name] = heads.visible(ctx, name).any(axis=1)
     blind = heads.caption_blind(ctx)
-    emb["window"] = heads.l2_normalize(self.projections["window"](ctx.out.embedding))
+    window = heads.readout(ctx.out, self.model_config, "window")
+    emb["window"] = heads.l2_normalize(self.projections["window"](window))
     valid["window"] = blind
     caption_valid = ctx.batch["caption_valid"]
     text = self.text_tower(ctx.batch["caption"], caption_valid)
@@ -115,11 +144,24 @@ class Contrastive(base.Objective):
     valid["text"] = caption_valid & blind
     return emb, valid
 
+  def _sides(self, ctx: base.Context) -> tuple[dict[str, Array], Array]:
+    """Projected fused embeddings of the side passes {side: (b, dim)} and their validity."""
+    emb, valid = {}, None
+    for side in self.side_names:
+      out = ctx.passes[side]
+      emb[side] = heads.l2_normalize(self.projections[f"side_{side}"](out.embedding))
+      has = jnp.zeros(out.embedding.shape[:1], jnp.bool_)
+      for g in out.tokens.values():
+        has = has | g.mask.any(axis=1)
+      valid = has if valid is None else valid & has
+    return emb, valid
+
   def __call__(self, ctx: base.Context, *, train: bool) -> tuple[Array, dict[str, Array]]:
     c = self.config
     emb, valid = self._embed(ctx)
     batch_size = emb["window"].shape[0]
     same_window = jnp.eye(batch_size, dtype=jnp.bool_)
+    overlap = self._overlap(ctx.batch)
     ids = ctx.batch["caption"]
     same_caption = jnp.all(ids[:, None, :] == ids[None, :, :], axis=-1)  # (B, B)
     metrics, total, weights = {}, jnp.zeros((), jnp.float32), 0.0
@@ -129,9 +171,20 @@ class Contrastive(base.Objective):
       else:
         x, y, positives, w = name, c.hub, same_window, 1.0
       loss, acc = heads.sigmoid_contrastive(emb[x], emb[y], positives, valid[x], valid[y],
-                                            self.log_scale[i], self.bias[i])
+                                            self.log_scale[i], self.bias[i], overlap)
       total, weights = total + w * loss, weights + w
       metrics[f"{name}_loss"], metrics[f"{name}_top1"] = loss, acc
+    if self.side_names:
+      side, side_valid = self._sides(ctx)
+      a, b = self.side_names
+      rows = ctx.passes[a].embedding.shape[0]
+      sub = jax.tree.map(lambda x: x[::c.side_every], dict(episode=ctx.batch["episode"],
+                                                           start=ctx.batch["start"]))
+      loss, acc = heads.sigmoid_contrastive(
+          side[a], side[b], jnp.eye(rows, dtype=jnp.bool_), side_valid, side_valid,
+          self.log_scale[-1], self.bias[-1], self._overlap(sub))
+      total, weights = total + c.side_weight * loss, weights + c.side_weight
+      metrics["sides_loss"], metrics["sides_top1"] = loss, acc
     metrics["temperature"] = jnp.mean(jnp.exp(self.log_scale))
     metrics["bias"] = jnp.mean(self.bias)
     return total / weights, metrics

@@ -16,8 +16,9 @@ one MLP each, for the first `horizon` future frames (0: all F of config.data.fut
               frames vanish against the last). Valid where both poses are valid.
   hands       future/hands (F, 2, 21, 3) in the pipeline's normalised layout (wrist:
               (w - mean) / std of the manifest's `wrist`; joints 1..20: wrist-relative /
-              `hands_local` std), predicted as a residual on the last context frame where
-              that hand was tracked (zero-velocity prior); masked by future/hands_valid.
+              `hands_local` std), predicted whole from the readout (no residual on the
+              current hands from the batch: the readout, part of the window embedding,
+              must itself hold where the hands are); masked by future/hands_valid.
 Losses are smooth-L1 in those normalised units; metrics include ego ADE/FDE in metres and
 the hands' mean joint error in normalised units (MPJPE in metres needs the manifest's
 statistics: the eval converts with pipeline.Normaliser.hands_to_metres).
@@ -106,9 +107,8 @@ class Forecasting(base.Objective):
     """Raw head outputs in normalised units: ego (B, K, 9) rates, hands (B, K, 2, 21, 3)."""
     x = heads.readout(ctx.out, self.model_config, self.config.readout)  # (B, D) fp32
     ego = einops.rearrange(self.ego_head(x), "b (k f) -> b k f", f=9)
-    base_hands, _ = last_hands(ctx.batch)
     hands = einops.rearrange(self.hands_head(x), "b (k s j x) -> b k s j x", s=2, x=3,
-                             j=xperience.NUM_HAND_JOINTS) + base_hands[:, None]
+                             j=xperience.NUM_HAND_JOINTS)
     return {"ego": ego, "hands": hands}
 
   def _ego_scales(self) -> np.ndarray:

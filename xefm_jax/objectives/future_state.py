@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from xefm_jax.model import layers
+from xefm_jax.model import xefm
 from xefm_jax.model.xefm import XEFMOutput
 from xefm_jax.objectives import base
 from xefm_jax.objectives import heads
@@ -47,8 +48,10 @@ class FutureState(base.Objective):
       raise KeyError(f"objectives.future_state.modalities names {sorted(unknown)}, not "
                      f"modalities of the model {tuple(m.modalities.keys())}")
     self.target_names = ("embedding",) + tuple(c.modalities)
+    width = {name: xefm.embedding_width(m) if name == "embedding" else m.width
+             for name in self.target_names}
     self.predictors = {
-        name: heads.MLPHead(m.width, hidden=c.hidden, param_dtype=jnp.dtype(m.param_dtype),
+        name: heads.MLPHead(width[name], hidden=c.hidden, param_dtype=jnp.dtype(m.param_dtype),
                             out_axis="embed", name=f"predict_{name}")
         for name in self.target_names}
 

@@ -49,9 +49,10 @@ def masked_mean(values: Array, mask: Array) -> Array:
   return jnp.sum(values.astype(jnp.float32) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def classification(logits: Array, labels: Array) -> tuple[Array, Array]:
-  """Softmax cross-entropy and accuracy over labels >= 0 (-1: no label)."""
-  valid = labels >= 0
+def classification(logits: Array, labels: Array, mask: Array | bool = True
+                   ) -> tuple[Array, Array]:
+  """Softmax cross-entropy and accuracy over labels >= 0 (-1: no label) where `mask`."""
+  valid = (labels >= 0) & mask
   safe = jnp.where(valid, labels, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
   correct = (jnp.argmax(logits, -1) == safe).astype(jnp.float32)
@@ -123,6 +124,22 @@ def caption_blind(ctx: base.Context) -> Array:
   return ~(visible(ctx, "language").any(axis=1) & valid)
 
 
+def unmasked(ctx: base.Context) -> Array:
+  """(B,) bool: masked modeling hid none of the window's tokens."""
+  rows = jnp.ones(ctx.batch["caption_valid"].shape, jnp.bool_)
+  for k in ctx.keep.values():
+    rows = rows & k.all(axis=1)
+  return rows
+
+
+def supervised_rows(ctx: base.Context) -> Array:
+  """(B,) bool: the windows a supervised label loss (procedure, contact, captioning's
+  structured answer) may train on: the pass did not see the window's caption, which states
+  its action, subtask and objects (else the label is an input: leakage), and masked
+  modeling hid nothing (the heads train on the input the evaluation gives them)."""
+  return caption_blind(ctx) & unmasked(ctx)
+
+
 def fused_sequence(ctx: base.Context
                    ) -> tuple[Array, Array, Array, list[tuple[str, int]]]:
   """Every modality's fused tokens as one sequence (the memory of the decoders).
@@ -144,24 +161,39 @@ def fused_sequence(ctx: base.Context
 
 
 def sigmoid_contrastive(x: Array, y: Array, positives: Array, x_valid: Array, y_valid: Array,
-                        log_scale: Array, bias: Array) -> tuple[Array, Array]:
+                        log_scale: Array, bias: Array, ignore: Array | None = None
+                        ) -> tuple[Array, Array]:
   """SigLIP's pairwise sigmoid loss between L2-normalised x (B, E) and y (B, E).
 
   positives: (B, B) bool, True where x_i and y_j belong together (the diagonal, or any pair
-  with the same caption). Pairs with an invalid side contribute nothing. The loss is summed
-  over the columns and averaged over valid rows (SigLIP's normalisation). Returns the loss
-  and the top-1 retrieval accuracy of x -> y over valid rows with a positive.
+  with the same caption). Pairs with an invalid side contribute nothing, and so do pairs in
+  `ignore` (B, B) that are not positives: neither positive nor negative (overlapping windows
+  of one episode share most of their frames; calling them negatives teaches the model to
+  tell apart what is the same). The loss is summed over the columns and averaged over valid
+  rows (SigLIP's normalisation). Returns the loss and the top-1 retrieval accuracy of x -> y
+  over valid rows with a positive, among the non-ignored candidates.
   """
   logits = jnp.exp(log_scale) * jnp.einsum("ie,je->ij", x.astype(jnp.float32),
                                            y.astype(jnp.float32)) + bias  # (B, B)
   labels = jnp.where(positives, 1.0, -1.0)
   pair = x_valid[:, None] & y_valid[None, :]  # (B, B)
+  if ignore is not None:
+    pair = pair & (positives | ~ignore)
   nll = jnp.where(pair, -jax.nn.log_sigmoid(labels * logits), 0.0)
   rows = x_valid & (positives & pair).any(axis=1)  # (B,)
   loss = jnp.sum(nll) / jnp.maximum(jnp.sum(rows), 1.0)
   best = jnp.argmax(jnp.where(pair, logits, -jnp.inf), axis=1)  # (B,)
   hit = jnp.take_along_axis(positives, best[:, None], axis=1)[:, 0]
   return loss, masked_mean(hit, rows)
+
+
+def overlapping_windows(batch: Any, frames: int) -> Array:
+  """(B, B) bool: windows i != j of the same episode whose context frames overlap (starts
+  fewer than `frames` shard frames apart)."""
+  episode, start = batch["episode"], batch["start"]
+  same = episode[:, None] == episode[None, :]
+  close = jnp.abs(start[:, None] - start[None, :]) < frames
+  return same & close & ~jnp.eye(episode.shape[0], dtype=jnp.bool_)
 
 
 def variance_hinge(x: Array, valid: Array, floor: float) -> Array:

@@ -10,7 +10,10 @@ each, exactly round((1 - mask_ratio) N) of the N token slots of `modalities` sta
 Which ones follows a per-sample modality budget w ~ Dirichlet(alpha) (4M): token i of
 modality m is kept with weight w_m / n_m by weighted sampling without replacement
 (Efraimidis-Spirakis keys log(u) / weight, top-k), so one window keeps mostly video,
-another mostly mocap and IMU, and each is asked to reconstruct the rest.
+another mostly mocap and IMU, and each is asked to reconstruct the rest. Hidden tokens take
+no part in the trunk (MAE: neither keys nor queries of any attention, modalities/base.py),
+so the trunk's computation on a masked window is that of a window without those tokens.
+Supervised heads skip masked windows (heads.supervised_rows).
 
 The decoder (light, MAE-style) sees only what the trunk saw: every position of every
 modality is one decoder token, the projected fused token where visible, else a learned mask
@@ -19,7 +22,8 @@ sinusoidal time. Tokens attend to visible tokens (and themselves), so a hidden p
 a modality missing altogether are treated alike: `predict` reconstructs a dropped modality
 from the others (motion + IMU + pose -> depth / video).
 
-Targets follow the tokenizers' layouts (xefm_jax/modalities/*) token for token:
+Targets are the tokenizers' own (`Tokenizer.targets` in xefm_jax/modalities/*), token for
+token:
   video, depth, audio  per-patch normalised patches (MAE's norm_pix): video pixels
                        (tubelet x patch x patch x 3), depth (tubelet x patch x patch, valid
                        frames only), log-mel patches (patch_time x patch_freq)
@@ -37,117 +41,28 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xefm_jax.data.spec import PAD_ID
-from xefm_jax.modalities import audio as audio_lib
+from xefm_jax.modalities import base as modalities_base
 from xefm_jax.modalities import language as language_lib
-from xefm_jax.modalities import pose as pose_lib
 from xefm_jax.model import layers
 from xefm_jax.model.transformer import TransformerStack
 from xefm_jax.objectives import base
 from xefm_jax.objectives import heads
 
 Array = jax.Array
-HAND_FEATURES = 21 * 3
-BODY_FEATURES = 52 * 3
-
-
-def _normalise_patches(x: Array, weight: Array, eps: float = 1e-6) -> Array:
-  """Per-patch mean/std normalisation over the valid elements of the last axis (MAE)."""
-  w = weight.astype(jnp.float32)
-  n = jnp.maximum(jnp.sum(w, -1, keepdims=True), 1.0)
-  mean = jnp.sum(x * w, -1, keepdims=True) / n
-  var = jnp.sum(jnp.square(x - mean) * w, -1, keepdims=True) / n
-  return jnp.where(weight, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
-
-
-def _chunk(x: Array, frames_per_token: int) -> Array:
-  """(B, T, F) per-frame features -> (B, T / c, c * F), the tokenizers' frame chunks."""
-  return einops.rearrange(x, "b (t c) f -> b t (c f)", c=frames_per_token)
 
 
 def reconstruction_targets(batch: Mapping[str, Any], model_config: Any, name: str
                            ) -> tuple[Array, Array]:
-  """What modality `name`'s tokens are reconstructed to, token by token.
-
-  Returns target (B, n, P) fp32 (int32 ids (B, n) for language) and weight (B, n, P) bool
-  (B, n for language): the valid elements. Masked values are zeroed before any arithmetic.
-  """
+  """What modality `name`'s tokens are reconstructed to, token by token: its tokenizer's
+  `targets` (xefm_jax/modalities/<name>.py), so the layout cannot drift from the tokens."""
   cfg = model_config.modalities[name]
-  if name == "video":
-    valid = batch["video_valid"]  # (B, V)
-    x = batch["video"].astype(jnp.float32) * (2.0 / 255.0) - 1.0  # (B, V, T, H, W, 3)
-    x = jnp.where(valid[:, :, None, None, None, None], x, 0.0)
-    x = einops.rearrange(x, "b v (t tt) (h ph) (w pw) c -> b (v t h w) (tt ph pw c)",
-                         tt=cfg.tubelet, ph=cfg.patch, pw=cfg.patch)
-    per_token = x.shape[1] // valid.shape[1]
-    weight = jnp.repeat(valid, per_token, axis=1)[..., None]  # (B, n, 1)
-    weight = jnp.broadcast_to(weight, x.shape)
-    return _normalise_patches(x, weight), weight
-  if name == "depth":
-    valid = batch["depth_valid"]  # (B, T)
-    x = jnp.where(valid[:, :, None, None], batch["depth"].astype(jnp.float32), 0.0)
-    v = jnp.broadcast_to(valid[:, :, None, None], x.shape)  # (B, T, H, W)
-    pattern = "b (t tt) (h ph) (w pw) -> b (t h w) (tt ph pw)"
-    kw = dict(tt=cfg.tubelet, ph=cfg.patch, pw=cfg.patch)
-    x, weight = einops.rearrange(x, pattern, **kw), einops.rearrange(v, pattern, **kw)
-    return _normalise_patches(x, weight), weight
-  if name == "audio":
-    valid = batch["audio_valid"]  # (B,)
-    spec = audio_lib.log_mel_spectrogram(
-        jnp.where(valid[:, None], batch["audio"], 0.0), n_fft=cfg.n_fft,
-        win_length=cfg.win_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-        fmin=cfg.fmin, fmax=cfg.fmax)  # (B, F, M)
-    x = einops.rearrange(spec, "b (t pt) (f pf) -> b (t f) (pt pf)", pt=cfg.patch_time,
-                         pf=cfg.patch_freq)
-    weight = jnp.broadcast_to(valid[:, None, None], x.shape)
-    return _normalise_patches(x, weight), weight
-  if name == "imu":
-    valid = batch["imu_valid"]  # (B, T)
-    x = einops.rearrange(batch["imu"].astype(jnp.float32), "b t s c -> b t (s c)")
-    x = jnp.where(valid[..., None], x, 0.0)
-    weight = jnp.broadcast_to(valid[..., None], x.shape)
-    c = cfg.frames_per_token
-    return _chunk(x, c), _chunk(weight, c)
-  if name == "pose":
-    valid = batch["pose_valid"]  # (B, T)
-    pose = batch["pose"].astype(jnp.float32)
-    motion, motion_valid = pose_lib.relative_motion(pose, valid)  # (B, T, 9), (B, T)
-    motion = jnp.where(motion_valid[..., None], motion * cfg.frame_rate, 0.0)
-    up = jnp.where(valid[..., None], jnp.where(valid[..., None, None], pose, 0.0)[..., 2, :3],
-                   0.0)  # (B, T, 3)
-    x = jnp.concatenate([motion, up], -1)  # (B, T, 12)
-    weight = jnp.concatenate([jnp.broadcast_to(motion_valid[..., None], motion.shape),
-                              jnp.broadcast_to(valid[..., None], up.shape)], -1)
-    c = cfg.frames_per_token
-    return _chunk(x, c), _chunk(weight, c)
-  if name == "mocap":
-    hv, bv = batch["hands_valid"], batch["body_valid"]  # (B, T, 2), (B, T)
-    hands = jnp.where(hv[..., None, None], batch["hands"].astype(jnp.float32), 0.0)
-    hands = einops.rearrange(hands, "b t s j x -> b t s (j x)")  # (B, T, 2, 63)
-    hands = jnp.pad(hands, ((0, 0), (0, 0), (0, 0), (0, BODY_FEATURES - HAND_FEATURES)))
-    body = jnp.where(bv[..., None, None], batch["body"].astype(jnp.float32), 0.0)
-    body = einops.rearrange(body, "b t k x -> b t 1 (k x)")  # (B, T, 1, 156)
-    x = jnp.concatenate([hands, body], axis=2)  # (B, T, 3, 156): left, right, body
-    is_hand_feature = np.arange(BODY_FEATURES) < HAND_FEATURES
-    weight = jnp.concatenate(
-        [hv[..., None] & is_hand_feature, jnp.broadcast_to(bv[:, :, None, None], body.shape)],
-        axis=2)
-    pattern = "b (t c) p f -> b (t p) (c f)"
-    c = cfg.frames_per_token
-    return (einops.rearrange(x, pattern, c=c),
-            einops.rearrange(weight, pattern, c=c))
-  if name == "language":
-    ids = batch["caption"]  # (B, L)
-    valid = (ids != PAD_ID) & batch["caption_valid"][:, None]
-    return jnp.where(valid, ids, PAD_ID), valid
-  raise KeyError(f"masked_modeling: no reconstruction target for modality {name!r}")
+  return modalities_base.get_tokenizer(cfg.get("tokenizer", None) or name).targets(batch, cfg)
 
 
 class Decoder(nn.Module):

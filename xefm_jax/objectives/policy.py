@@ -15,8 +15,9 @@ other scale is applied):
            mean cancels and the unit is one train-split wrist std per axis;
   fingers  joints 1..20 of future/hands as they are: (j - w_{t+k}) / std_hands_local.
 Valid where the hand is tracked both at now and at frame t + k (per hand and frame). Loss:
-L1 (or smooth-L1, `loss`) over valid entries. The head predicts the fingers as a residual on
-now's fingers (the chunk's targets are unchanged; the prior that a grasp persists).
+L1 (or smooth-L1, `loss`) over valid entries. The head predicts the whole chunk from its
+readout (no residual on now's fingers from the batch: the readout, part of the window
+embedding, must itself hold the grasp).
 
 predict(): chunk (B, K, 2, 21, 3) in the layout above ([..., 0, :] the normalised wrist
 displacement, [..., 1:, :] the fingers), hands (B, K, 2, 21, 3) the same chunk in the
@@ -64,10 +65,8 @@ class Policy(base.Objective):
 
   def _chunk(self, ctx: base.Context) -> Array:
     x = heads.readout(ctx.out, self.model_config, self.config.readout)  # (B, D) fp32
-    out = einops.rearrange(self.head(x), "b (k s j x) -> b k s j x", s=2, x=3,
-                           j=xperience.NUM_HAND_JOINTS)  # (B, K, 2, 21, 3)
-    now, _ = last_hands(ctx.batch)  # zero where untracked
-    return out + jnp.concatenate([jnp.zeros_like(now[:, :, :1]), now[:, :, 1:]], -2)[:, None]
+    return einops.rearrange(self.head(x), "b (k s j x) -> b k s j x", s=2, x=3,
+                            j=xperience.NUM_HAND_JOINTS)  # (B, K, 2, 21, 3)
 
   def __call__(self, ctx: base.Context, *, train: bool) -> tuple[Array, dict[str, Array]]:
     pred = self._chunk(ctx)

@@ -38,7 +38,7 @@ class Pretrainer(nn.Module):
     return any(base.get_objective(n).needs_target for n in base.enabled(self.config))
 
   def _forward(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput],
-               train: bool) -> base.Context:
+               train: bool, side_passes: bool = True) -> base.Context:
     keep: dict[str, Array] = {}
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
     counts = xefm.token_counts(xefm.XEFM(self.config.model, parent=None), shapes)  # unbound
@@ -47,7 +47,17 @@ class Pretrainer(nn.Module):
       for name, k in (hidden or {}).items():
         keep[name] = keep[name] & k if name in keep else k
     out = self.model(batch, train=train, keep=keep or None)
-    return base.Context(batch=batch, out=out, keep=keep, target=target)
+    passes = {}
+    for head in self.heads.values() if side_passes else ():
+      every, wanted = head.side_passes()
+      if not wanted:
+        continue
+      sub = jax.tree.map(lambda x: x[::every], batch)  # strided: stays spread over devices
+      rows = jax.tree.leaves(sub)[0].shape[0]
+      for name, mods in wanted.items():  # explicit drops: no dropout sampled in a side pass
+        passes[name] = self.model(sub, train=train, modalities=mods,
+                                  drop={m: jnp.zeros((rows,), jnp.bool_) for m in mods})
+    return base.Context(batch=batch, out=out, keep=keep, target=target, passes=passes)
 
   def __call__(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput] = None, *,
                train: bool = True) -> tuple[Array, dict[str, Array]]:
@@ -66,5 +76,5 @@ class Pretrainer(nn.Module):
 
   def predict(self, batch: Mapping[str, Any]) -> dict[str, Any]:
     """Deterministic pass: the trunk's output and every head's predictions (evaluation)."""
-    ctx = self._forward(batch, None, train=False)
+    ctx = self._forward(batch, None, train=False, side_passes=False)
     return {"out": ctx.out, **{name: head.predict(ctx) for name, head in self.heads.items()}}
