@@ -9,7 +9,8 @@
                        coin per window); input [motion, visual]; label 1 = misaligned;
                        F1 of "misaligned".
 Only windows whose partner is among the split's windows take part. The coins depend on the
-seed and the split's name, so every feature set sees the same pairs and labels.
+seed and the split's name, so every feature set sees the same pairs and labels. A unit is
+a test pair, tied to its first window (both windows are of one episode, so one session).
 """
 
 from __future__ import annotations
@@ -67,15 +68,20 @@ class Pairs(base.Evaluator):
     def score(y_true, y_pred):
       return metrics.binary_f1(y_true, y_pred) if len(y_true) else 0.0
     return probes.fit("classify", x_tr[keep], y_tr[keep], x_va, y_va, score, True,
-                      kinds=tuple(task.probes), seed=data.seed, grid=data.grid)
+                      grid=data.grid, balanced=task.metric == "macro_f1")
 
-  def score(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
-            swap: Optional[Mapping[str, str]] = None,
-            rows: Optional[np.ndarray] = None) -> dict[str, Any]:
+  def predict(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
+              swap: Optional[Mapping[str, str]] = None) -> base.Predictions:
     x, y, anchors = pairs(task, data, "test", feature_set, swap)
-    ok = base.test_mask(data.test, rows)[anchors]
-    if not ok.any():
+    pred = np.asarray(fitted.predict(x)) if len(y) else np.zeros(0, np.int64)
+    return base.Predictions(anchors, {"true": y, "pred": pred.astype(np.int64)})
+
+  def metrics(self, task, data: base.Data, pred: base.Predictions, weights: np.ndarray
+              ) -> dict[str, Any]:
+    used = weights > 0
+    if not used.any():
       return {task.metric: float("nan"), "pairs": 0}
-    out: dict[str, Any] = classify.scores(y[ok], fitted.predict(x[ok]), binary=True)
-    out["pairs"] = int(ok.sum())
+    out: dict[str, Any] = classify.scores(pred.values["true"][used], pred.values["pred"][used],
+                                          True, weights[used])
+    out["pairs"] = int(weights.sum())
     return out
