@@ -176,6 +176,20 @@ def test_pairs_temporal_order_and_misalignment():
   assert _score(shift, data, "handcrafted")["f1"] < 0.75
 
 
+def test_misalignment_is_seen_by_a_linear_probe_through_the_aligned_product():
+  """Each side alone looks the same whether aligned or shifted, so a linear probe on
+  [motion, visual] is at chance; the product with the mapped motion side is a cosine."""
+  task = CFG.tasks.misalignment_detection
+  rotation = np.linalg.qr(np.random.default_rng(4).normal(size=(6, 6)))[0]
+
+  def make(rng, _):
+    q = rng.normal(size=(N, 6))
+    return {("model", "motion"): q,
+            ("model", "visual"): q @ rotation + 0.1 * rng.normal(size=(N, 6))}, {}
+  got = _score(task, _data(make))
+  assert got["f1"] > 0.95 and got["accuracy"] > 0.95
+
+
 def test_robustness_swaps_the_input_and_subsets_select_rows():
   task = CFG.tasks.timeline_action
 
@@ -434,7 +448,7 @@ def test_probes_one_log_grid_class_balanced_for_macro_f1():
       "balanced"
   order = evaluators.get("pairs").fit(CFG.tasks.temporal_order, _data(
       lambda rng, _: ({("model", "full"): rng.normal(size=(N, 2))}, {})), "model")
-  assert order.estimator.class_weight is None  # F1 of the positive class
+  assert order.probe.estimator.class_weight is None  # F1 of the positive class
 
 
 # ------------------------------------------------------------------------------ variants

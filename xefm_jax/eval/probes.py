@@ -64,16 +64,17 @@ class Probe:
   val_score: float
   task: str  # "classify" | "multilabel" | "regress"
   searched: dict[str, float] = dataclasses.field(default_factory=dict)  # candidate: val
+  column: bool = False  # a (N, 1) target fitted 1-d: predictions come back as (N, 1)
 
   def predict(self, x: np.ndarray) -> np.ndarray:
-    return self.estimator.predict(self.scaler.transform(x))
+    out = self.estimator.predict(self.scaler.transform(x))
+    return out[:, None] if self.column else out
 
   def scores(self, x: np.ndarray) -> np.ndarray:
     """Class probabilities (classification) or predictions (regression)."""
-    z = self.scaler.transform(x)
     if self.task == "regress":
-      return self.estimator.predict(z)
-    return self.estimator.predict_proba(z)
+      return self.predict(x)
+    return self.estimator.predict_proba(self.scaler.transform(x))
 
 
 class _Constant:
@@ -147,8 +148,9 @@ def _fit(task, x_train, y_train, x_val, y_val, score, higher_is_better, grid, ba
   scaler = preprocessing.StandardScaler().fit(x_train)
   z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
   class_weight = "balanced" if balanced else None
+  column = task == "regress" and y_train.ndim == 2 and y_train.shape[1] == 1
   if task == "regress":
-    if y_train.ndim == 2 and y_train.shape[1] == 1:  # sklearn wants 1-d single targets
+    if column:  # sklearn wants a single target 1-d
       y_train = y_train[:, 0]
     name, values = "alpha", sorted(grid.ridge_alpha, reverse=True)  # strong to weak
     est: Any = None
@@ -173,10 +175,11 @@ def _fit(task, x_train, y_train, x_val, y_val, score, higher_is_better, grid, ba
     else:
       est.set_params(C=v)
     est.fit(z_train, y_train)
-    s = float(score(y_val, est.predict(z_val)))
+    pred = est.predict(z_val)
+    s = float(score(y_val, pred[:, None] if column else pred))
     searched[f"{v:g}"] = s
     if best is None or (s > best.val_score if higher_is_better else s < best.val_score):
-      best = Probe("linear", {name: v}, scaler, copy.deepcopy(est), s, task)
+      best = Probe("linear", {name: v}, scaler, copy.deepcopy(est), s, task, column=column)
   best.searched = searched
   return best
 
@@ -185,8 +188,8 @@ def refit(probe: Probe, x_train: np.ndarray, y_train: np.ndarray) -> Probe:
   """The chosen regression probe (same alpha, same train scaler) fitted again on new train
   targets, e.g. with missing entries imputed; how it was chosen is kept."""
   est = base.clone(probe.estimator)
-  if probe.task == "regress" and y_train.ndim == 2 and y_train.shape[1] == 1:
-    y_train = y_train[:, 0]
+  if probe.column:
+    y_train = y_train.reshape(len(y_train))
   with warnings.catch_warnings(), blas_limit():
     warnings.simplefilter("ignore", sk_exceptions.ConvergenceWarning)
     est.fit(probe.scaler.transform(x_train), y_train)

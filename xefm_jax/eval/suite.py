@@ -60,6 +60,9 @@ TABLES = ("tasks", "extensions")
 MODELS = ("model", "model_ema")  # the checkpoint's feature sets: its trunk and the EMA's
 BASELINES = report_lib.BASELINES
 REPLICATES_FILE = "replicates.npz"  # the baselines' bootstrap replicates, beside scores.json
+# The cached baseline scores are keyed by the eval config and the corpus, not by the code:
+# bump this when the probes or an evaluator change what they score.
+SCORES_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -536,7 +539,8 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
   t0 = time.perf_counter()
   scores_path = run.eval_dir / "baselines" / "scores.json"
   baselines = tuple(fs for fs in feature_sets if fs not in MODELS)
-  cached = _load_scores(scores_path, base_key)
+  scores_key = embed.fingerprint(base_key, SCORES_VERSION)
+  cached = _load_scores(scores_path, scores_key)
   todo = tuple(fs for fs in feature_sets if fs in MODELS or cached is None)
   with probes.blas_limit():
     results, artifacts = score_tasks(data, eval_cfg, todo, stores, subsets, replicates,
@@ -546,7 +550,7 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
       for name, per_fs in cached[table].items():
         results[table].setdefault(name, {}).update({fs: per_fs[fs] for fs in baselines})
   elif baselines and jax.process_index() == 0:
-    _save_scores(scores_path, base_key,
+    _save_scores(scores_path, scores_key,
                  {t: {n: {fs: r for fs, r in per.items() if fs in baselines}
                       for n, per in results[t].items()} for t in TABLES})
   timings["probes_s"] = time.perf_counter() - t0

@@ -36,7 +36,8 @@ from xefm_jax.eval import probes
 from xefm_jax.eval.evaluators import base
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
+  """Rows scaled to unit L2 norm."""
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -49,7 +50,7 @@ class TfIdf:
     self.idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0
 
   def __call__(self, ids: np.ndarray) -> np.ndarray:
-    return _unit(handcrafted.bag_of_words(ids, self.vocab) * self.idf)
+    return unit(handcrafted.bag_of_words(ids, self.vocab) * self.idf)
 
 
 def groups(n: int, pool: int, seed: int) -> list[np.ndarray]:
@@ -66,7 +67,7 @@ def window_ranks(query: np.ndarray, candidates: np.ndarray, pool: int, seed: int
   the pool's size."""
   ranks = np.zeros(len(query), np.int64)
   for g in groups(len(query), pool, seed):
-    sim = _unit(query[g]) @ _unit(candidates[g]).T
+    sim = unit(query[g]) @ unit(candidates[g]).T
     ranks[g] = metrics.retrieval_ranks(sim, np.eye(len(g), dtype=bool))
   return ranks, int(len(query) if pool <= 0 else min(pool, len(query)))
 
@@ -95,7 +96,7 @@ def sentence_ranks(text: np.ndarray, ids: np.ndarray, windows: np.ndarray
   _, first, inverse = np.unique(ids, axis=0, return_index=True, return_inverse=True)
   inverse = inverse.reshape(-1)
   relevant = inverse[None, :] == np.arange(len(first))[:, None]  # (S, N)
-  sim = _unit(text[first]) @ _unit(windows).T  # (S, N)
+  sim = unit(text[first]) @ unit(windows).T  # (S, N)
   ranks = metrics.retrieval_ranks(sim, relevant)
   return {"sentence": inverse, "rank": ranks[inverse], "relevant": relevant.sum(1)[inverse]}
 
@@ -201,7 +202,7 @@ def grounding_examples(task, data: base.Data, feature_set: str, fitted: _Fitted,
   _, first = np.unique(ids[rows], axis=0, return_index=True)
   out = []
   for i in sorted(first)[:queries]:
-    sim = _unit(mapped) @ _unit(text[i])
+    sim = unit(mapped) @ unit(text[i])
     top = np.argsort(-sim, kind="stable")[:k]
     out.append({"query_row": int(rows[i]), "top_rows": [int(rows[j]) for j in top],
                 "relevant": [bool(np.array_equal(ids[rows[j]], ids[rows[i]])) for j in top]})
