@@ -66,7 +66,7 @@ def main(argv):
     written.append(path)
     s = report["summary"]
     logging.info("step %d evaluated in %.1f s: significant wins against both baselines on "
-                 "%d of %d tasks (EMA trunk: %d) over %d test sessions%s", step,
+                 "%d of %d tasks (EMA trunk: %d), %d test session(s)%s", step,
                  time.perf_counter() - t0, s["significant_wins"], s["tasks"],
                  s["ema_significant_wins"], s["test_sessions"],
                  "" if s["intervals"] is None else " (no intervals: fewer than 2)")

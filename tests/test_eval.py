@@ -35,6 +35,7 @@ from xefm_jax.objectives import base as objectives_base
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CFG = eval_configs.get_config("quick")
+CFG.lock()  # as launch/eval.py has it (config_flags lock_config=True)
 GRID = probes.Grid(linear_c=(1.0,), ridge_alpha=(0.1,))
 EPISODES, PER_EPISODE = 6, 60  # windows at stride 1 (frames)
 

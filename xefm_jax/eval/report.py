@@ -206,7 +206,8 @@ def _headline(summary: Mapping[str, Any]) -> list[str]:
     lines += [f"**Intervals: n/a.** {summary['intervals']}.", ""]
   lines += [f"A win is a paired-bootstrap 95% interval of model minus baseline above zero "
             f"against both baselines ({b['replicates']} replicates over the "
-            f"{summary['test_sessions']} test sessions, seed {b['seed']}; differences are "
+            f"{summary['test_sessions']} test session"
+            f"{'' if summary['test_sessions'] == 1 else 's'}, seed {b['seed']}; differences are "
             "signed so that positive means the model is better). Point estimates alone put "
             f"the model ahead of both on {summary['tasks_model_beats_both']} of "
             f"{summary['tasks']}. \"supervised by\": enabled objectives that train the "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import zlib
 from typing import Any, Mapping, Optional
 
+import ml_collections
 import numpy as np
 
 from xefm_jax.eval import metrics
@@ -74,9 +75,8 @@ def pairs(task, data: base.Data, split: str, feature_set: str,
 def align(task, data: base.Data, feature_set: str) -> Any:
   """The ridge map from the motion side to the standardised visual side (cross-modal
   retrieval's, fitted on the train split's aligned windows, alpha chosen on val MRR)."""
-  as_retrieval = task.copy_and_resolve_references()
-  with as_retrieval.ignore_type():
-    as_retrieval.update(dict(target="window", metric="mrr", pool=ALIGN_POOL))
+  as_retrieval = ml_collections.ConfigDict(
+      {**task.to_dict(), "target": "window", "metric": "mrr", "pool": ALIGN_POOL})
   return retrieval.Retrieval().fit(as_retrieval, data, feature_set)
 
 
