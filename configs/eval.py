@@ -1,15 +1,20 @@
 """The evaluation suite (../shared/EVAL_SUITE.md) as a table: every task is a config entry.
 
     python launch/eval.py --config=configs/eval.py --workdir runs/local [--checkpoint STEP]
-    configs/eval.py:quick   fewer windows and no MLP probes (tests, notebooks)
+    configs/eval.py:quick   fewer windows, a sparser probe grid, fewer bootstrap replicates
+                            (tests, notebooks)
 
 A task names its evaluator (xefm_jax/eval/evaluators/<kind>.py), its target (a key of
 xefm_jax/eval/targets.py's `window_targets`, or `handcrafted:<modalities>` for a fixed
 target made of baseline statistics), its input variant(s) (xefm_jax/eval/variants.py) and
 its metric. Adding a task is one entry here; adding a kind of task is one evaluator file.
-Every task is scored for three feature sets: the checkpoint ("model"), hand-crafted window
-statistics ("handcrafted", baseline a) and a fresh init of the same config ("random_init",
-baseline b), with the same probe fitted on train, chosen on val, scored once on test.
+Every task is scored for four feature sets: the checkpoint's trunk ("model"), the EMA of
+that trunk saved beside it ("model_ema"), hand-crafted window statistics ("handcrafted",
+baseline a) and a fresh init of the same config ("random_init", baseline b), with the same
+linear probe and the same regularisation grid, fitted on train, chosen on val, scored once
+on test; a paired bootstrap over test sessions gives each model-minus-baseline difference
+its 95% interval. `supervised_by` names the objectives that train the task's own label
+(the report tells supervised transfer from what pretraining alone learned).
 """
 
 from __future__ import annotations
@@ -21,37 +26,48 @@ MOTION = ("pose", "mocap", "imu")  # motion + IMU + camera pose
 VISUAL = ("video", "depth")
 
 
+# Objectives whose supervised heads read a task's label: procedure (action, subtask, next
+# action, transition), contact (contact, relevant objects) and the captioning decoder's
+# structured fields (action, subtask, objects, contact, transition, next action).
+PROCEDURE = ("procedure", "captioning")
+CONTACT = ("contact", "captioning")
+
+
 def _task(evaluator: str, target: str, inputs: tuple[str, ...], metric: str,
-          higher_is_better: bool = True, probes: tuple[str, ...] = ("linear", "mlp"),
+          higher_is_better: bool = True, supervised_by: tuple[str, ...] = (),
           **extra) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       evaluator=evaluator, target=target, inputs=inputs, metric=metric,
-      higher_is_better=higher_is_better, probes=probes, **extra))
+      higher_is_better=higher_is_better, supervised_by=supervised_by, **extra))
 
 
 def tasks() -> ml_collections.ConfigDict:
   """The 12 window tasks of the public task-suite contracts."""
   t = ml_collections.ConfigDict(sort_keys=False)  # the contracts' order
-  t.timeline_action = _task("classify", "action", ("full",), "macro_f1")
-  t.timeline_subtask = _task("classify", "subtask", ("full",), "macro_f1")
-  t.transition_detection = _task("classify", "transition", ("full",), "macro_f1")
-  t.next_action = _task("classify", "next_action", ("full",), "macro_f1")
+  t.timeline_action = _task("classify", "action", ("full",), "macro_f1",
+                            supervised_by=PROCEDURE)
+  t.timeline_subtask = _task("classify", "subtask", ("full",), "macro_f1",
+                             supervised_by=PROCEDURE)
+  t.transition_detection = _task("classify", "transition", ("full",), "macro_f1",
+                                 supervised_by=PROCEDURE)
+  t.next_action = _task("classify", "next_action", ("full",), "macro_f1",
+                        supervised_by=PROCEDURE)
   # both hands' 21 joints over the next 10 frames, metres; a probe per feature set
   t.hand_trajectory_forecast = _task("regress", "hands_future", ("full",), "mpjpe",
                                      higher_is_better=False)
-  t.contact_prediction = _task("classify", "contact", ("full",), "macro_f1")
-  t.object_relevance = _task("multilabel", "objects", ("full",), "micro_f1")
+  t.contact_prediction = _task("classify", "contact", ("full",), "macro_f1",
+                               supervised_by=CONTACT)
+  t.object_relevance = _task("multilabel", "objects", ("full",), "micro_f1",
+                             supervised_by=CONTACT)
   # a sentence (fixed TF-IDF of its words) -> its window among the test windows; a ridge
   # map takes the window side into the text space; windows with the same sentence count
-  t.caption_grounding = _task("retrieval", "caption", ("full",), "mrr", probes=("linear",),
-                              query="text", pool=0)
+  t.caption_grounding = _task("retrieval", "caption", ("full",), "mrr", query="text", pool=0)
   # motion side -> its visual side among `pool` random test windows (0: all of them)
   t.cross_modal_retrieval = _task("retrieval", "window", ("motion", "visual"), "r@5",
-                                  probes=("linear",), query="motion", pool=100)
+                                  query="motion", pool=100)
   # motion side -> a FIXED target (hand-crafted depth and video statistics of the window),
   # so scores compare across feature sets
-  t.modality_reconstruction = _task("regress", "handcrafted:depth,video", ("motion",), "r2",
-                                    probes=("linear",))
+  t.modality_reconstruction = _task("regress", "handcrafted:depth,video", ("motion",), "r2")
   # windows t and t + W (W = the window's frames), in order or swapped (seeded)
   t.temporal_order = _task("pairs", "order", ("full",), "f1", offset="window")
   # motion side of t with the visual side of t, or of t + 8 windows (seeded); positive =
@@ -66,7 +82,7 @@ def extensions() -> ml_collections.ConfigDict:
   t = ml_collections.ConfigDict(sort_keys=False)
   t.motion_intensity = _task("regress", "motion_intensity", ("full",), "r2")
   t.multi_view_retrieval = _task("retrieval", "window", ("view_a", "view_b"), "r@5",
-                                 probes=("linear",), query="view_a", pool=100)
+                                 query="view_a", pool=100)
   t.action_phase = _task("regress", "action_phase", ("full",), "r2")
   t.ego_motion_forecast = _task("regress", "ego_future", ("full",), "ade@2s",
                                 higher_is_better=False)
@@ -92,7 +108,7 @@ def variants() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0  # pair sampling, random views, MLP probes, retrieval pools
+  c.seed = 0  # pair sampling, random views, retrieval pools
   c.random_init_seed = 1234  # baseline (b): a fresh init of the run's config
   c.batch_size = 64  # windows per forward pass (global; padded to a multiple of devices)
   # Windows: the run's window (frames, sizes) with 40 future frames (ego-motion 2 s), no
@@ -103,14 +119,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.max_windows = ml_collections.ConfigDict(dict(train=2000, val=600, test=600))
   c.splits = ml_collections.ConfigDict(dict(fit="train", select="val", score="test"),
                                        sort_keys=False)
-  c.feature_sets = ("model", "handcrafted", "random_init")
+  # "model": the trunk the optimizer trained (wins are counted on it); "model_ema": the
+  # EMA of that trunk (train/state.py), scored beside it on the tasks' own inputs
+  c.feature_sets = ("model", "model_ema", "handcrafted", "random_init")
   c.variants = variants()
   c.tasks = tasks()
   c.extensions = extensions()
-  # Probes (xefm_jax/eval/probes.py): small grids, chosen on val.
+  # Probes (xefm_jax/eval/probes.py): linear only, one log grid of seven orders of
+  # magnitude for every feature set, chosen on val (class-balanced for macro-F1 tasks).
   c.probe = ml_collections.ConfigDict(dict(
-      linear_c=(0.1, 1.0), ridge_alpha=(1.0, 10.0, 100.0), mlp_alpha=(1e-3,),
-      mlp_hidden=128, mlp_max_iter=200, max_train=4000))
+      linear_c=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3),
+      ridge_alpha=(1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6),
+      max_iter=500, max_train=4000))
+  # Paired bootstrap over test sessions (xefm_jax/eval/bootstrap.py): replicates, seed.
+  c.bootstrap = ml_collections.ConfigDict(dict(replicates=1000, seed=0))
+  # A classification task whose test labels occur in train for less than this fraction of
+  # its test windows is flagged in the report (still scored and counted).
+  c.min_label_coverage = 0.8
   # Missing-modality robustness: each modality dropped in turn from every task input that
   # has it (and more than it), and a random half of the camera views dropped; the probes
   # fitted on full inputs are applied unchanged.
@@ -123,13 +148,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.figures = True
   c.progress = True
 
-  if arg == "quick":  # tests and notebooks: small and linear
+  if arg == "quick":  # tests and notebooks: small, the same span of the grid, sparser
     c.batch_size = 32
     c.max_windows.update(train=400, val=160, test=160)
-    for table in (c.tasks, c.extensions):
-      for name in table:
-        table[name].probes = ("linear",)
-    c.probe.update(linear_c=(1.0,), ridge_alpha=(10.0,))
+    c.probe.update(linear_c=(1e-3, 1e-1, 10.0), ridge_alpha=(1.0, 100.0, 1e4))
+    c.bootstrap.replicates = 200
   elif arg:
     raise ValueError(f"configs/eval.py: unknown variant {arg!r} (have: quick)")
   return c

@@ -9,7 +9,9 @@ interrupted `all` job resumes where it stopped. Embeddings
 are cached per split in DIR/eval/<step>/embeddings/ and the baselines (hand-crafted
 statistics, a random init of the run's config) once per run in DIR/eval/baselines/.
 The run's own config (saved with its checkpoints) decides the model, the mesh and the
-window; the eval config decides the tasks, probes and seeds.
+window; the eval config decides the tasks, probes and seeds. The console shows progress
+bars, one line per evaluated step (its significant wins) and the report paths at the end;
+the libraries' INFO chatter is filtered (xefm_jax/console.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jax
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from xefm_jax import console
 from xefm_jax import errors
 from xefm_jax.eval import checkpoints
 from xefm_jax.eval import report as report_lib
@@ -36,6 +39,7 @@ _FORCE = flags.DEFINE_bool("force", False, "Re-evaluate steps that have a report
 
 def main(argv):
   del argv
+  console.quiet_libraries()
   cfg = _CONFIG.value
   steps = checkpoints.steps(_WORKDIR.value)
   which = _CHECKPOINT.value
@@ -63,9 +67,11 @@ def main(argv):
     path = suite.write(run, report, artifacts, cfg, out_dir)
     written.append(path)
     s = report["summary"]
-    logging.info("step %d evaluated in %.1f s: the model beats both baselines on %d of %d "
-                 "tasks", step, time.perf_counter() - t0, s["tasks_model_beats_both"],
-                 s["tasks"])
+    logging.info("step %d evaluated in %.1f s: significant wins against both baselines on "
+                 "%d of %d tasks (EMA trunk: %d), %d test session(s)%s", step,
+                 time.perf_counter() - t0, s["significant_wins"], s["tasks"],
+                 s["ema_significant_wins"], s["test_sessions"],
+                 "" if s["intervals"] is None else " (no intervals: fewer than 2)")
   if jax.process_index() == 0:
     for path in written:
       print(f"eval report: {path} ({path.with_name(report_lib.REPORT_MD)})")

@@ -29,8 +29,6 @@ import pathlib
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
-import logging as pylogging
-
 from absl import flags, logging
 import jax
 from jax.experimental import multihost_utils
@@ -39,6 +37,7 @@ from ml_collections import config_flags
 from data_pipelines import prepare
 from data_pipelines import synthesize
 from xefm_jax import config_check
+from xefm_jax import console
 from xefm_jax import errors
 from xefm_jax.data import source
 from xefm_jax.train import loop
@@ -74,18 +73,10 @@ def initialize_distributed() -> None:
     jax.config.update("jax_enable_compilation_cache", False)
 
 
-class _QuietLibraries(pylogging.Filter):
-  """Orbax and Grain log every save and read at INFO; keep their warnings only."""
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or not any(
-        f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  console.quiet_libraries()
   synthesize.enable_compilation_cache()  # a restarted run skips compiling its step
   initialize_distributed()
   config_check.check(config, num_devices=jax.device_count(),

@@ -78,3 +78,32 @@ def test_r2_from_sums_by_hand():
             (2, y[2:].sum(), (y[2:] ** 2).sum(), ((y - pred)[2:] ** 2).sum())]
   assert metrics.r2_from_sums(*np.sum(halves, 0)) == pytest.approx(got)
   assert np.isnan(metrics.r2_from_sums(3, 3.0, 3.0, 0.0))  # constant y
+
+
+def test_weights_count_rows_like_repeating_them():
+  """A bootstrap replicate weights rows by how often they were drawn: every metric with
+  integer weights equals the metric of the rows repeated that many times (0: left out)."""
+  rng = np.random.default_rng(0)
+  w = np.array([0, 1, 2, 3, 1, 0, 2, 1])
+  rep = np.repeat(np.arange(8), w)
+  y, p = rng.integers(0, 4, 8), rng.integers(0, 4, 8)
+  for k, v in metrics.f1_scores(y, p, w).items():
+    assert v == pytest.approx(metrics.f1_scores(y[rep], p[rep])[k])
+  assert metrics.binary_f1(y > 1, p > 1, w) == pytest.approx(metrics.binary_f1(y[rep] > 1,
+                                                                              p[rep] > 1))
+  sets, guess = rng.random((8, 5)) < 0.4, rng.random((8, 5)) < 0.4
+  assert metrics.multilabel_micro_f1(sets, guess, w) == pytest.approx(
+      metrics.multilabel_micro_f1(sets[rep], guess[rep]))
+  true, pred = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+  assert metrics.r2_score(true, pred, w) == pytest.approx(metrics.r2_score(true[rep], pred[rep]))
+  traj, guess_traj = rng.normal(size=(8, 4, 3)), rng.normal(size=(8, 4, 3))
+  valid = rng.random((8, 4)) < 0.7
+  np.testing.assert_allclose(metrics.ade_fde(guess_traj, traj, valid, w),
+                             metrics.ade_fde(guess_traj[rep], traj[rep], valid[rep]))
+  joints, guess_joints = rng.normal(size=(8, 2, 5, 3)), rng.normal(size=(8, 2, 5, 3))
+  assert metrics.mpjpe(guess_joints, joints, valid[:, :2], w) == pytest.approx(
+      metrics.mpjpe(guess_joints[rep], joints[rep], valid[rep, :2]))
+  ranks = rng.integers(1, 20, 8)
+  assert metrics.mean_reciprocal_rank(ranks, w) == pytest.approx(
+      metrics.mean_reciprocal_rank(ranks[rep]))
+  assert metrics.recall_at_k(ranks, 5, w) == pytest.approx(metrics.recall_at_k(ranks[rep], 5))

@@ -3,6 +3,7 @@
     steps(workdir)                                      complete steps, oldest first
     config = run_config(workdir, step)                  the run's own config (as saved)
     params = restore_params(config, workdir, step, mesh)  the Pretrainer's parameters
+    params, ema = restore(config, workdir, step, mesh)   ... and the EMA of the trunk
     params = random_params(config, mesh, seed)          baseline (b): a fresh trunk
 
 The layout and the restore are the trainer's (xefm_jax/train/checkpoint.py: items "state",
@@ -73,10 +74,11 @@ def _batch_shapes(config: ml_collections.ConfigDict) -> PyTree:
   return init_lib.abstract_window_batch(window, int(config.data.batch_size))
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step: int,
-                   mesh: Mesh) -> PyTree:
-  """The Pretrainer's parameters of `step` ({"model": trunk, "<objective>": head}), each on
-  its shards of `mesh` (the config's logical-axis rules)."""
+def restore(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step: int,
+            mesh: Mesh) -> tuple[PyTree, PyTree]:
+  """(the Pretrainer's parameters of `step` ({"model": trunk, "<objective>": head}), the
+  exponential moving average of the trunk (train/state.py `ema`, shaped like
+  params["model"])), each on its shards of `mesh` (the config's logical-axis rules)."""
   rules = sharding.rules_from_config(config)
   tx, _ = optimizer.make(config.optim, int(config.train.steps))
   abstract, _ = state_lib.abstract_state(config, tx, _batch_shapes(config), mesh, rules)
@@ -86,7 +88,13 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike
                                              ocp.args.StandardRestore(abstract))
   finally:
     manager.close()
-  return restored.params
+  return restored.params, restored.ema
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step: int,
+                   mesh: Mesh) -> PyTree:
+  """The Pretrainer's parameters of `step` (see `restore`)."""
+  return restore(config, workdir, step, mesh)[0]
 
 
 def random_params(config: ml_collections.ConfigDict, mesh: Mesh, seed: int,

@@ -4,16 +4,29 @@ report.json (what tools read):
   {"step", "run", "corpus", "feature_sets", "splits": {role: {split, sessions, episodes,
    windows, stride}},
    "tasks": {"<task id>": {"metric", "higher_is_better", "evaluator", "target", "inputs",
-             "model", "handcrafted", "random_init", "beats_both",
-             "probe": {feature set: {kind, params, val_score}},
+             "model", "model_ema", "handcrafted", "random_init",   (test scores)
+             "ci95_vs_handcrafted": [lo, hi], "ci95_vs_random_init": [lo, hi],
+                 (95% paired-bootstrap interval over test sessions of model minus the
+                  baseline, positive = the model is better; null with < 2 test sessions)
+             "wins": both intervals above zero (the online trunk, "model"),
+             "ema": {"ci95_vs_handcrafted", "ci95_vs_random_init", "wins"} (the EMA trunk),
+             "beats_both": the point estimates ahead of both baselines (no noise model),
+             "supervised_by": [enabled objectives that train this task's label],
+             "label_coverage": {"labels", "classes", "test_labels", "test_classes",
+                                "unseen"} and "low_label_coverage" (class tasks only),
+             "probe": {feature set: {kind, params, val_score, searched}},
              "details": {feature set: every metric of the test split}}},
    "extensions": {...the same for the four extension probes...},
-   "summary": {"tasks_model_beats_both", "tasks", "which"},
+   "summary": {"significant_wins", "which_wins", "ema_significant_wins", "ema_which_wins",
+               "extension_significant_wins", "tasks", "extensions",
+               "tasks_model_beats_both", "which", "test_sessions", "bootstrap",
+               "intervals" (null, or why there are none), "low_label_coverage"},
    "protocol": {"structured_generation", "text_window_retrieval", "forecasting",
                 "reconstruction", "heads", "robustness", "generalization"},
    "figures": [file names], "timings": {...}}
-Non-finite numbers are null. report.md is the same for people: the model against both
-baselines per task, a win/loss column and the count of tasks where the model beats both.
+Non-finite numbers are null. report.md is the same for people: per task the scores, the
+intervals against both baselines, the verdict, label coverage and supervision, and the
+count of significant wins.
 """
 
 from __future__ import annotations
@@ -44,33 +57,66 @@ def _num(x: Any, digits: int = 3) -> str:
   return str(x)
 
 
-def verdict(entry: Mapping[str, Any]) -> str:
-  """"wins" when the model beats both baselines, else which it loses (or ties) to."""
-  m = entry.get("model")
-  if m is None:
-    return "n/a"
-  sign = 1 if entry["higher_is_better"] else -1
-  lost = [b.replace("_", " ") for b in BASELINES
-          if entry.get(b) is None or sign * (m - entry[b]) <= 0]
-  return "wins" if not lost else "loses to " + " and ".join(lost)
+def _ci(ci: Any) -> str:
+  return "n/a" if ci is None or None in ci else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def verdict(entry: Mapping[str, Any], prefix: str = "") -> str:
+  """"wins" when both intervals lie above zero, else where each baseline stands: "tie"
+  (the interval holds zero) or "below" (it lies below zero); without intervals, where the
+  point estimates stand ("ahead of both, no interval")."""
+  block = entry.get("ema", {}) if prefix == "ema" else entry
+  if block.get("wins"):
+    return "wins"
+  cis = {b: block.get(f"ci95_vs_{b}") for b in BASELINES}
+  if any(ci is None for ci in cis.values()):
+    m = entry.get("model_ema" if prefix == "ema" else "model")
+    if m is None:
+      return "n/a"
+    sign = 1 if entry["higher_is_better"] else -1
+    lost = [b.replace("_", " ") for b in BASELINES
+            if entry.get(b) is None or sign * (m - entry[b]) <= 0]
+    return ("ahead of both" if not lost else "behind " + " and ".join(lost)) + ", no interval"
+  parts = []
+  for b, ci in cis.items():
+    if ci[0] <= 0:
+      parts.append(("below " if ci[1] < 0 else "tie with ") + b.replace("_", " "))
+  return ", ".join(parts)
+
+
+def _coverage(e: Mapping[str, Any]) -> str:
+  cov = e.get("label_coverage")
+  if not cov:
+    return ""
+  text = f"{_num(cov['labels'], 2)}"
+  if cov.get("unseen"):
+    text += f" ({len(cov['unseen'])} of {cov['test_classes']} classes unseen)"
+  return text + (" **low**" if e.get("low_label_coverage") else "")
 
 
 def _task_table(entries: Mapping[str, Any], feature_sets) -> list[str]:
   head = ["task", "metric"] + [fs.replace("_", " ") for fs in feature_sets]
-  has_all = all(fs in feature_sets for fs in ("model",) + BASELINES)
-  if has_all:
-    head.append("model vs both")
+  compare = all(fs in feature_sets for fs in ("model",) + BASELINES)
+  ema = compare and "model_ema" in feature_sets
+  if compare:
+    head += [f"model - {b.replace('_', ' ')} (95% CI)" for b in BASELINES] + ["verdict"]
+  if ema:
+    head.append("EMA verdict")
+  head += ["supervised by", "label coverage"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, e in entries.items():
     arrow = "" if e["higher_is_better"] else " (lower is better)"
     row = [f"`{name}`", e["metric"] + arrow] + [_num(e.get(fs)) for fs in feature_sets]
-    if has_all:
-      row.append(verdict(e))
+    if compare:
+      row += [_ci(e.get(f"ci95_vs_{b}")) for b in BASELINES] + [verdict(e)]
+    if ema:
+      row.append(verdict(e, "ema"))
+    row += [", ".join(e.get("supervised_by", [])) or "-", _coverage(e)]
     lines.append("| " + " | ".join(row) + " |")
   return lines
 
 
-def _protocol_md(p: Mapping[str, Any]) -> list[str]:
+def _protocol_md(p: Mapping[str, Any], feature_sets) -> list[str]:
   out = ["## The pretraining protocol (model heads)", ""]
 
   def unavailable(name, d):
@@ -143,29 +189,56 @@ def _protocol_md(p: Mapping[str, Any]) -> list[str]:
         continue
       scores = ", ".join(f"{t} " + "/".join(_num(v) for v in r.values())
                          for t, r in g.items() if isinstance(r, Mapping))
-      out.append(f"- {name.replace('_', ' ')} ({g['windows']} windows; model/handcrafted/"
-                 f"random init): {scores}")
+      out.append(f"- {name.replace('_', ' ')} ({g['windows']} windows; "
+                 f"{'/'.join(fs.replace('_', ' ') for fs in feature_sets)}): {scores}")
   return out
+
+
+def _headline(summary: Mapping[str, Any]) -> list[str]:
+  b = summary["bootstrap"]
+  lines = [f"**Significant wins against both baselines: {summary['significant_wins']} of "
+           f"{summary['tasks']}**" + (f" ({', '.join(summary['which_wins'])})"
+                                      if summary["which_wins"] else "") +
+           f"; the EMA trunk: {summary['ema_significant_wins']} of {summary['tasks']}"
+           f"; extension probes: {summary['extension_significant_wins']} of "
+           f"{summary['extensions']}.", ""]
+  if summary.get("intervals"):
+    lines += [f"**Intervals: n/a.** {summary['intervals']}.", ""]
+  lines += [f"A win is a paired-bootstrap 95% interval of model minus baseline above zero "
+            f"against both baselines ({b['replicates']} replicates over the "
+            f"{summary['test_sessions']} test session"
+            f"{'' if summary['test_sessions'] == 1 else 's'}, seed {b['seed']}; differences are "
+            "signed so that positive means the model is better). Point estimates alone put "
+            f"the model ahead of both on {summary['tasks_model_beats_both']} of "
+            f"{summary['tasks']}. \"supervised by\": enabled objectives that train the "
+            "task's own label (supervised transfer, not what pretraining alone learned). "
+            "Label coverage: the fraction of test labels whose class occurs in the train "
+            "split.", ""]
+  if summary.get("low_label_coverage"):
+    lines += ["Low label coverage (test labels that train barely has; scored and counted "
+              "all the same): " + ", ".join(f"`{n}`" for n in summary["low_label_coverage"])
+              + ".", ""]
+  return lines
 
 
 def markdown(report: Mapping[str, Any]) -> str:
   fs = report["feature_sets"]
   lines = [f"# XEFM evaluation: step {report['step']}", "",
-           f"Run `{report['run']}`, corpus `{report['corpus']}`. Probes (linear and MLP) are "
-           "fitted on train, chosen on val, scored once on test; splits are by session.", "",
+           f"Run `{report['run']}`, corpus `{report['corpus']}`. Linear probes (logistic "
+           "regression, class-balanced for macro-F1; ridge) with one log grid of their "
+           "regularisation for every feature set, fitted on train, chosen on val, scored "
+           "once on test; splits are by session.", "",
            "| role | split | sessions | episodes | windows | stride (frames) |",
            "|---|---|---|---|---|---|"]
   for role, s in report["splits"].items():
     lines.append(f"| {role} | {s['split']} | {s['sessions']} | {s['episodes']} | "
                  f"{s['windows']} | {s['stride']} |")
   summary = report["summary"]
-  lines += ["", "## The 12 window tasks", ""] + _task_table(report["tasks"], fs)
-  lines += ["", f"**The model beats both baselines on {summary['tasks_model_beats_both']} of "
-            f"{summary['tasks']} tasks**" + (f" ({', '.join(summary['which'])})."
-                                             if summary["which"] else "."), ""]
+  lines += ["", f"## The {summary['tasks']} window tasks", ""] + _headline(summary)
+  lines += _task_table(report["tasks"], fs) + [""]
   lines += ["## Extension probes", ""] + _task_table(report["extensions"], fs) + [""]
   if "protocol" in report:
-    lines += _protocol_md(report["protocol"]) + [""]
+    lines += _protocol_md(report["protocol"], fs) + [""]
   if report.get("figures"):
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in report["figures"]] + [""]
   t = report.get("timings", {})

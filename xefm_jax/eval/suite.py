@@ -6,13 +6,18 @@
 1. Windows: the run's window with 40 future frames at stride max(1, W // 4), per split
    (train: fit, val: select, test: score; by session, never mixed: `check_sessions`).
 2. One pass per split (embed.py) computes every feature set and input variant a task needs
-   (robustness variants on test only), plus the model heads' predictions on test. Baselines
-   (hand-crafted, random init) do not depend on the checkpoint: they are cached once per run
-   in DIR/eval/baselines/ (arrays and probe scores), the model's in DIR/eval/<step>/.
+   (robustness variants on test only, for the online trunk and the baselines), plus the
+   model heads' predictions on test. Baselines (hand-crafted, random init) do not depend on
+   the checkpoint: they are cached once per run in DIR/eval/baselines/ (arrays, probe
+   scores and bootstrap replicates), the model's (online and EMA trunk) in
+   DIR/eval/<step>/.
 3. Every task of config.tasks and config.extensions, for every feature set: its evaluator
-   fits a probe on train, picks it on val, scores test once; the same probe is then
-   applied to the robustness variants and to the held-out activity / object subsets.
-4. The protocol extras from the model's heads (protocol.py).
+   fits a probe on train, picks it on val, predicts test once; the metric is taken on all
+   test rows, on the bootstrap's session replicates (bootstrap.py), on the held-out
+   activity / object subsets; the same probe is applied to the robustness variants.
+4. Per task: the intervals of model minus each baseline, the label coverage of class
+   tasks, the objectives that supervised the task's label; the protocol extras from the
+   model's heads (protocol.py).
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from typing import Any, Mapping, Optional
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 from xefm_jax.data import pipeline
 from xefm_jax.data import shards as shards_lib
 from xefm_jax.data import source as source_lib
 from xefm_jax.data import xperience
+from xefm_jax.eval import bootstrap
 from xefm_jax.eval import checkpoints
 from xefm_jax.eval import embed
 from xefm_jax.eval import encode
@@ -51,6 +57,12 @@ from xefm_jax.parallel import mesh as mesh_lib
 
 PyTree = Any
 TABLES = ("tasks", "extensions")
+MODELS = ("model", "model_ema")  # the checkpoint's feature sets: its trunk and the EMA's
+BASELINES = report_lib.BASELINES
+REPLICATES_FILE = "replicates.npz"  # the baselines' bootstrap replicates, beside scores.json
+# The cached baseline scores are keyed by the eval config and the corpus, not by the code:
+# bump this when the probes or an evaluator change what they score.
+SCORES_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -149,10 +161,10 @@ def _split_arrays(store: embed.Store, prefixes: tuple[str, ...]) -> embed.Store:
                       if k.startswith("meta/") or k.startswith(prefixes)})
 
 
-def _stores(run: Run, step: int, params: Optional[PyTree], eval_cfg: ml_collections.ConfigDict,
-            out_dir: pathlib.Path, progress: bool, timings: dict[str, float]
-            ) -> tuple[dict[str, embed.Store], dict[str, Any]]:
-  """Each split's store (model + baselines), from the caches or computed."""
+def _stores(run: Run, step: int, params: Optional[PyTree], ema: Optional[PyTree],
+            eval_cfg: ml_collections.ConfigDict, out_dir: pathlib.Path, progress: bool,
+            timings: dict[str, float]) -> tuple[dict[str, embed.Store], dict[str, Any]]:
+  """Each split's store (model, its EMA, baselines), from the caches or computed."""
   config, corpus = run.config, run.corpus
   devices = jax.device_count()
   data_cfg = embed.data_config(config.data, eval_cfg, devices)
@@ -190,6 +202,8 @@ def _stores(run: Run, step: int, params: Optional[PyTree], eval_cfg: ml_collecti
         # with language is the model's leak check ("add language"), not a baseline's
         plan.embed["random_init"] = (random, {n: v for n, v in wanted.items()
                                               if n != "with_language"})
+    if model is None and "model_ema" in feature_sets:
+      plan.embed["model_ema"] = (ema, used)  # the tasks' own inputs, no robustness variants
     if model is None and "model" in feature_sets:
       plan.embed["model"] = (params["model"], wanted)
       if role == "score":
@@ -212,7 +226,8 @@ def _stores(run: Run, step: int, params: Optional[PyTree], eval_cfg: ml_collecti
         if jax.process_index() == 0:
           baselines.save(base_path)
       if model is None:
-        model = _split_arrays(computed, ("features/model/", "predictions/", "recon/"))
+        model = _split_arrays(computed, ("features/model/", "features/model_ema/",
+                                         "predictions/", "recon/"))
         model.fingerprint = embed.fingerprint(key, step)
         if jax.process_index() == 0:
           model.save(model_path)
@@ -279,66 +294,102 @@ def _subsets(corpus: source_lib.Corpus, test: embed.Store) -> dict[str, Any]:
   return out
 
 
+def session_ids(corpus: source_lib.Corpus, store: embed.Store) -> np.ndarray:
+  """(N,) the session of each row of a split's store (its episode's session)."""
+  return np.array([str(corpus.episodes[int(e)]["session"]) for e in store.arrays["meta/episode"]])
+
+
 def score_tasks(data: evaluators.Data, eval_cfg: ml_collections.ConfigDict,
                 feature_sets: tuple[str, ...], stores: Mapping[str, embed.Store],
-                subsets: Mapping[str, Any], progress: bool = False
-                ) -> tuple[dict[str, Any], dict[str, Any]]:
+                subsets: Mapping[str, Any], replicates: Optional[np.ndarray] = None,
+                progress: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
   """{table: {task: {feature set: result}}} and artifacts for the figures.
 
   result: {"test": metrics, "probe": how it was chosen, "robustness": {label: metrics},
-  "subsets": {name: metrics}}.
+  "subsets": {name: metrics}, "replicates": (R,) the primary metric in each bootstrap
+  replicate of `replicates` ((R, N test rows) weights; absent when None), "seconds"}.
   """
   results: dict[str, Any] = {t: {} for t in TABLES}
   artifacts: dict[str, Any] = {}
-  for table in TABLES:
-    for name, task in eval_cfg[table].items():
-      ev = evaluators.get(task.evaluator)
-      swaps = _robustness_swaps(task, stores, eval_cfg)
-      for fs in feature_sets:
-        t0 = time.perf_counter()
-        fitted = ev.fit(task, data, fs)
-        r: dict[str, Any] = {"test": ev.score(task, data, fs, fitted),
-                             "probe": ev.describe(fitted)}
-        r["robustness"] = {label: ev.score(task, data, fs, fitted, swap=swap)
-                           for label, swap in swaps.items()
-                           if all(data.test.has(f"features/{fs}/{v}") for v in swap.values())}
-        if table == "tasks":
-          r["subsets"] = {s: ev.score(task, data, fs, fitted, rows=rows)
-                          for s, rows in subsets.items() if not isinstance(rows, str)}
-        r["seconds"] = time.perf_counter() - t0
-        results[table].setdefault(name, {})[fs] = r
-        if progress:
-          logging.info("%s %s: %s %.4g (%.1f s)", name, fs, task.metric,
-                       _primary(r["test"], task.metric), r["seconds"])
-        if fs == "model" and name == "timeline_action":
-          y = data.test.target(task.target).astype(int)
-          ok = y >= 0
-          pred = fitted.predict(evaluators_base.features(data.test, fs, task.inputs[0])[ok])
-          artifacts["confusion"] = {"true": y[ok], "pred": np.asarray(pred)}
-        if fs == "model" and name == "caption_grounding":
-          artifacts["grounding"] = retrieval.grounding_examples(task, data, fs, fitted)
-        if fs == "model" and name == "ego_motion_forecast":
-          x = evaluators_base.features(data.test, fs, task.inputs[0])
-          artifacts["ego_probe"] = fitted.predict(x).reshape(
-              data.test.target(task.target).shape)
+  jobs = [(table, name, fs) for table in TABLES for name in eval_cfg[table]
+          for fs in feature_sets]
+  bar = tqdm(jobs, desc="probes", unit="probe", leave=False, disable=not progress)
+  for table, name, fs in bar:
+    task = eval_cfg[table][name]
+    bar.set_postfix_str(f"{name} {fs}")
+    ev = evaluators.get(task.evaluator)
+    swaps = _robustness_swaps(task, stores, eval_cfg)
+    t0 = time.perf_counter()
+    fitted = ev.fit(task, data, fs)
+    pred = ev.predict(task, data, fs, fitted)
+    rows = evaluators_base.row_weights(len(data.test), None)
+    r: dict[str, Any] = {"test": ev.metrics(task, data, pred, rows[pred.rows]),
+                         "probe": ev.describe(fitted)}
+    if replicates is not None:
+      r["replicates"] = bootstrap.replicate_metric(ev, task, data, pred, replicates,
+                                                   task.metric)
+    r["robustness"] = {label: ev.score(task, data, fs, fitted, swap=swap)
+                       for label, swap in swaps.items()
+                       if all(data.test.has(f"features/{fs}/{v}") for v in swap.values())}
+    if table == "tasks":
+      r["subsets"] = {s: ev.metrics(task, data, pred,
+                                    evaluators_base.row_weights(len(data.test), m)[pred.rows])
+                      for s, m in subsets.items() if not isinstance(m, str)}
+    r["seconds"] = time.perf_counter() - t0
+    results[table].setdefault(name, {})[fs] = r
+    if fs == "model" and name == "timeline_action":
+      artifacts["confusion"] = {"true": pred.values["true"], "pred": pred.values["pred"]}
+    if fs == "model" and name == "caption_grounding":
+      artifacts["grounding"] = retrieval.grounding_examples(task, data, fs, fitted)
+    if fs == "model" and name == "ego_motion_forecast":
+      x = evaluators_base.features(data.test, fs, task.inputs[0])
+      artifacts["ego_probe"] = fitted.predict(x).reshape(data.test.target(task.target).shape)
+  bar.close()
   return results, artifacts
 
 
 # ---------------------------------------------------------------------------- the report
 
 
+def _interval(task: ml_collections.ConfigDict, model: Mapping[str, Any],
+              baseline: Mapping[str, Any], sessions: int) -> Optional[tuple[float, float]]:
+  """The bootstrap interval of model minus baseline (positive: the model is better), None
+  without replicates or with fewer than two test sessions (no interval to speak of)."""
+  if sessions < 2 or "replicates" not in model or "replicates" not in baseline:
+    return None
+  return bootstrap.interval(bootstrap.signed_difference(
+      model["replicates"], baseline["replicates"], task.higher_is_better))
+
+
 def _entry(task: ml_collections.ConfigDict, per_fs: Mapping[str, Any],
-           feature_sets: tuple[str, ...]) -> dict[str, Any]:
-  """One task's row of report.json."""
+           feature_sets: tuple[str, ...], sessions: int = 0, enabled: tuple[str, ...] = (),
+           coverage: Optional[Mapping[str, Any]] = None, min_coverage: float = 0.0
+           ) -> dict[str, Any]:
+  """One task's row of report.json (report.py's docstring)."""
   out: dict[str, Any] = {"metric": task.metric, "higher_is_better": task.higher_is_better,
                          "evaluator": task.evaluator, "target": task.target,
                          "inputs": list(task.inputs)}
   for fs in feature_sets:
     out[fs] = _primary(per_fs[fs]["test"], task.metric)
-  if all(fs in per_fs for fs in ("model", "handcrafted", "random_init")):
+  if all(fs in per_fs for fs in ("model",) + BASELINES):
     m, sign = out["model"], 1 if task.higher_is_better else -1
     out["beats_both"] = bool(np.isfinite(m) and all(
-        np.isfinite(out[b]) and sign * (m - out[b]) > 0 for b in ("handcrafted", "random_init")))
+        np.isfinite(out[b]) and sign * (m - out[b]) > 0 for b in BASELINES))
+  if all(b in per_fs for b in BASELINES):
+    for fs in MODELS:
+      if fs not in per_fs:
+        continue
+      block: dict[str, Any] = {f"ci95_vs_{b}": _interval(task, per_fs[fs], per_fs[b], sessions)
+                               for b in BASELINES}
+      block["wins"] = all(bootstrap.significant(block[f"ci95_vs_{b}"]) for b in BASELINES)
+      if fs == "model":
+        out.update(block)
+      else:
+        out["ema"] = block
+  out["supervised_by"] = [o for o in task.get("supervised_by", ()) if o in enabled]
+  if coverage is not None:
+    out["label_coverage"] = dict(coverage)
+    out["low_label_coverage"] = bool(coverage["labels"] < min_coverage)  # NaN: not low
   out["probe"] = {fs: per_fs[fs]["probe"] for fs in feature_sets}
   out["details"] = {fs: per_fs[fs]["test"] for fs in feature_sets}
   return out
@@ -400,10 +451,43 @@ def _protocol(run: Run, stores, eval_cfg, results, subsets, feature_sets, fps
 
 
 def _load_scores(path: pathlib.Path, key: str) -> Optional[dict]:
-  if not path.is_file():
+  """The cached baseline results (scores.json, and the bootstrap replicates beside it in
+  replicates.npz), or None when either is absent or of another fingerprint."""
+  reps_path = path.with_name(REPLICATES_FILE)
+  if not path.is_file() or not reps_path.is_file():
     return None
   saved = json.loads(path.read_text())
-  return saved["results"] if saved.get("fingerprint") == key else None
+  if saved.get("fingerprint") != key:
+    return None
+  results = saved["results"]
+  with np.load(reps_path, allow_pickle=False) as z:
+    if str(z["__fingerprint__"]) != key:
+      return None
+    for k in z.files:
+      if k != "__fingerprint__":
+        table, name, fs = k.split("/")
+        results[table][name][fs]["replicates"] = z[k]
+  return results
+
+
+def _save_scores(path: pathlib.Path, key: str, results: Mapping[str, Any]) -> None:
+  """scores.json and replicates.npz (see _load_scores), each written atomically."""
+  reps = {}
+  saved: dict[str, Any] = {}
+  for table, per_task in results.items():
+    for name, per_fs in per_task.items():
+      for fs, r in per_fs.items():
+        r = dict(r)
+        if "replicates" in r:
+          reps[f"{table}/{name}/{fs}"] = np.asarray(r.pop("replicates"))
+        saved.setdefault(table, {}).setdefault(name, {})[fs] = r
+  tmp = path.with_name(f".tmp-{REPLICATES_FILE}-{os.getpid()}")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(tmp, "wb") as f:
+    np.savez(f, __fingerprint__=np.asarray(key), **reps)
+  os.replace(tmp, path.with_name(REPLICATES_FILE))
+  report_lib.write_text_atomic(path, json.dumps({"fingerprint": key,
+                                                 "results": _json_safe(saved)}))
 
 
 def _json_safe(x: Any) -> Any:
@@ -423,18 +507,24 @@ def _json_safe(x: Any) -> Any:
 
 
 def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: pathlib.Path,
-             params: Optional[PyTree] = None, progress: bool = True
-             ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """The report of checkpoint `step` (a JSON-able dict) and the figures' artifacts."""
+             params: Optional[PyTree] = None, progress: bool = True,
+             ema: Optional[PyTree] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The report of checkpoint `step` (a JSON-able dict) and the figures' artifacts.
+
+  params, ema: the Pretrainer's parameters and the EMA trunk (default: restored from the
+  checkpoint)."""
   t_start = time.perf_counter()
   timings: dict[str, float] = {}
   sessions = check_sessions(run.corpus, dict(eval_cfg.splits))
   feature_sets = tuple(eval_cfg.feature_sets)
-  if params is None and "model" in feature_sets:
+  if params is None and any(fs in feature_sets for fs in MODELS):
     t0 = time.perf_counter()
-    params = checkpoints.restore_params(run.config, run.workdir, step, run.mesh)
+    params, ema = checkpoints.restore(run.config, run.workdir, step, run.mesh)
     timings["restore_s"] = time.perf_counter() - t0
-  stores, info = _stores(run, step, params, eval_cfg, out_dir, progress, timings)
+  if "model_ema" in feature_sets and ema is None:
+    raise ValueError("feature set 'model_ema' needs the EMA trunk: pass ema= with params=, "
+                     "or leave both to the checkpoint")
+  stores, info = _stores(run, step, params, ema, eval_cfg, out_dir, progress, timings)
   data_cfg = info.pop("_data_cfg")
   base_key = info.pop("_fingerprint")
   fps = xperience.FPS / (int(data_cfg.frame_stride) * run.corpus.options.frame_stride)
@@ -443,34 +533,42 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
                          int(data_cfg.frames), int(data_cfg.window_stride), fps,
                          int(eval_cfg.probe.max_train))
   subsets = _subsets(run.corpus, stores["score"])
+  test_sessions = session_ids(run.corpus, stores["score"])
+  n_sessions = len(np.unique(test_sessions))
+  replicates = bootstrap.session_weights(test_sessions, int(eval_cfg.bootstrap.replicates),
+                                         int(eval_cfg.bootstrap.seed))
   t0 = time.perf_counter()
   scores_path = run.eval_dir / "baselines" / "scores.json"
-  baselines = tuple(fs for fs in feature_sets if fs != "model")
-  cached = _load_scores(scores_path, base_key)
-  todo = tuple(fs for fs in feature_sets if fs == "model" or cached is None)
+  baselines = tuple(fs for fs in feature_sets if fs not in MODELS)
+  scores_key = embed.fingerprint(base_key, SCORES_VERSION)
+  cached = _load_scores(scores_path, scores_key)
+  todo = tuple(fs for fs in feature_sets if fs in MODELS or cached is None)
   with probes.blas_limit():
-    results, artifacts = score_tasks(data, eval_cfg, todo, stores, subsets, progress)
+    results, artifacts = score_tasks(data, eval_cfg, todo, stores, subsets, replicates,
+                                     progress)
   if cached is not None:
     for table in TABLES:
       for name, per_fs in cached[table].items():
         results[table].setdefault(name, {}).update({fs: per_fs[fs] for fs in baselines})
   elif baselines and jax.process_index() == 0:
-    saved = {t: {n: {fs: r for fs, r in per.items() if fs in baselines}
-                 for n, per in results[t].items()} for t in TABLES}
-    report_lib.write_text_atomic(scores_path, json.dumps({"fingerprint": base_key,
-                                                          "results": _json_safe(saved)}))
+    _save_scores(scores_path, scores_key,
+                 {t: {n: {fs: r for fs, r in per.items() if fs in baselines}
+                      for n, per in results[t].items()} for t in TABLES})
   timings["probes_s"] = time.perf_counter() - t0
   report: dict[str, Any] = {
       "step": int(step), "run": str(run.workdir), "corpus": str(run.corpus.root),
       "feature_sets": list(feature_sets),
       "splits": {role: {**sessions[role], **info[role]} for role in sessions},
   }
+  enabled = objectives_base.enabled(run.config)
+  min_coverage = float(eval_cfg.min_label_coverage)
   for table in TABLES:
-    report[table] = {name: _entry(eval_cfg[table][name], results[table][name], feature_sets)
-                     for name in eval_cfg[table]}
-  beats = [n for n, e in report["tasks"].items() if e.get("beats_both")]
-  report["summary"] = {"tasks_model_beats_both": len(beats), "tasks": len(report["tasks"]),
-                       "which": beats}
+    report[table] = {}
+    for name, task in eval_cfg[table].items():
+      coverage = evaluators.get(task.evaluator).coverage(task, data)
+      report[table][name] = _entry(task, results[table][name], feature_sets, n_sessions,
+                                   enabled, coverage, min_coverage)
+  report["summary"] = _summary(report, n_sessions, eval_cfg)
   if "model" in feature_sets:
     report["protocol"] = _protocol(run, stores, eval_cfg, results, subsets, feature_sets, fps)
   timings["total_s"] = time.perf_counter() - t_start
@@ -478,6 +576,32 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
   artifacts["stores"] = stores
   artifacts["robustness"] = report.get("protocol", {}).get("robustness", {})
   return _json_safe(report), artifacts
+
+
+def _summary(report: Mapping[str, Any], sessions: int, eval_cfg: ml_collections.ConfigDict
+             ) -> dict[str, Any]:
+  """The counts: significant wins of the online trunk (the headline) and of its EMA over
+  the 12 tasks (and the extensions), point-estimate leads, the bootstrap, flagged tasks."""
+  tasks, ext = report["tasks"], report["extensions"]
+  wins = [n for n, e in tasks.items() if e.get("wins")]
+  ema_wins = [n for n, e in tasks.items() if e.get("ema", {}).get("wins")]
+  beats = [n for n, e in tasks.items() if e.get("beats_both")]
+  return {
+      "significant_wins": len(wins), "which_wins": wins,
+      "ema_significant_wins": len(ema_wins), "ema_which_wins": ema_wins,
+      "extension_significant_wins": sum(bool(e.get("wins")) for e in ext.values()),
+      "extensions": len(ext), "tasks": len(tasks),
+      # point estimates ahead of both baselines, whatever the noise
+      "tasks_model_beats_both": len(beats), "which": beats,
+      "test_sessions": sessions,
+      "bootstrap": {"unit": "test session", "replicates": int(eval_cfg.bootstrap.replicates),
+                    "seed": int(eval_cfg.bootstrap.seed), "level": bootstrap.LEVEL},
+      "intervals": (None if sessions >= 2 else
+                    f"{sessions} test session; a bootstrap over sessions needs at least 2, "
+                    "so no task counts as a significant win"),
+      "low_label_coverage": [n for t in (tasks, ext) for n, e in t.items()
+                             if e.get("low_label_coverage")],
+  }
 
 
 def write(run: Run, report: dict[str, Any], artifacts: Mapping[str, Any],

@@ -1,5 +1,6 @@
 """Multi-label classification of a window (the relevant-object set): one logistic regression
-per label (or one MLP with a sigmoid per label); micro-F1 over (window, label) pairs.
+per label; micro-F1 over (window, label) pairs. A unit is a test window: its true and
+predicted sets.
 
 Labels constant over the train split are predicted as that constant (nothing to fit).
 """
@@ -25,18 +26,28 @@ class MultiLabel(base.Evaluator):
     x_tr = base.features(data.train, feature_set, task.inputs[0])[rows]
     x_va = base.features(data.val, feature_set, task.inputs[0])
     return probes.fit("multilabel", x_tr, y_tr, x_va, y_va, metrics.multilabel_micro_f1,
-                      task.higher_is_better, kinds=tuple(task.probes), seed=data.seed,
-                      grid=data.grid)
+                      task.higher_is_better, grid=data.grid,
+                      balanced=task.metric == "macro_f1")
 
-  def score(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
-            swap: Optional[Mapping[str, str]] = None,
-            rows: Optional[np.ndarray] = None) -> dict[str, Any]:
-    ok = base.test_mask(data.test, rows)
-    if not ok.any():
-      return {task.metric: float("nan"), "windows": 0}
-    y = data.test.target(task.target).astype(np.int64)[ok]
+  def predict(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
+              swap: Optional[Mapping[str, str]] = None) -> base.Predictions:
+    y = data.test.target(task.target).astype(np.int64)
     pred = np.asarray(fitted.predict(base.features(data.test, feature_set, task.inputs[0],
-                                                   swap)[ok])).astype(np.int64)
-    return {"micro_f1": metrics.multilabel_micro_f1(y, pred),
-            "predicted_per_window": float(pred.sum(1).mean()),
-            "true_per_window": float(y.sum(1).mean()), "windows": int(ok.sum())}
+                                                   swap))).astype(np.int64)
+    return base.Predictions(np.arange(len(y)), {"true": y, "pred": pred})
+
+  def metrics(self, task, data: base.Data, pred: base.Predictions, weights: np.ndarray
+              ) -> dict[str, Any]:
+    used = weights > 0
+    if not used.any():
+      return {task.metric: float("nan"), "windows": 0}
+    y, p, w = pred.values["true"][used], pred.values["pred"][used], weights[used]
+    return {"micro_f1": metrics.multilabel_micro_f1(y, p, w),
+            "predicted_per_window": float(np.average(p.sum(1), weights=w)),
+            "true_per_window": float(np.average(y.sum(1), weights=w)),
+            "windows": int(w.sum())}
+
+  def coverage(self, task, data: base.Data) -> dict[str, Any]:
+    rows = base.train_rows(data, np.ones(len(data.train), bool))
+    return base.label_coverage(data.train.target(task.target)[rows],
+                               data.test.target(task.target))

@@ -7,7 +7,7 @@ chosen on val is then refitted a few times with the missing entries filled by it
 predictions (EM for missing responses: for a linear probe the fixed point is the fit to
 the valid entries alone, where mean filling would pull every prediction towards the
 average). Targets are standardised with train statistics before fitting, so one ridge
-alpha or MLP penalty suits every column.
+alpha suits every column.
 
 Target names: keys of targets.window_targets, or `handcrafted:<m1>,<m2>` for the
 hand-crafted statistics of those modalities of the full window (targets/stats/<m>).
@@ -45,27 +45,51 @@ def target(store, name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
   return np.nan_to_num(y).reshape(n, -1), valid.reshape(n, -1), shape
 
 
-def scores(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,
-           shape: tuple[int, ...], fps: float, horizons_s=EGO_HORIZONS_S) -> dict[str, float]:
-  """The metrics of target `name`: y, pred, valid (N, d) flattened."""
+def per_window(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,
+               shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+  """What the metrics of target `name` read, per window: y, pred, valid (N, d) flattened.
+
+  hands_future: err (N, K, 2) mean joint error per future frame and hand, valid (N, K, 2);
+  ego_future: err (N, F) displacement per future frame, valid (N, F); else y and pred of
+  the rows whose every column is valid (R^2)."""
   n = len(y)
   if name == "hands_future":  # (N, K, 2, 21, 3) joints, metres
     y, pred = y.reshape((n,) + shape), pred.reshape((n,) + shape)
-    steps = valid.reshape((n,) + shape)[..., 0, 0]  # (N, K, 2)
-    return {"mpjpe": metrics.mpjpe(pred, y, steps),
-            "mpjpe_last": metrics.mpjpe(pred[:, -1], y[:, -1], steps[:, -1])}
+    return {"err": metrics.joint_errors(pred, y),
+            "valid": valid.reshape((n,) + shape)[..., 0, 0]}
   if name == "ego_future":  # (N, F, 3) positions in the body frame of now, metres
     y, pred = y.reshape((n,) + shape), pred.reshape((n,) + shape)
-    steps = valid.reshape((n,) + shape)[..., 0]  # (N, F)
+    return {"err": metrics.displacement(pred, y), "valid": valid.reshape((n,) + shape)[..., 0]}
+  full = valid.all(1)
+  return {"y": np.where(full[:, None], y, 0.0), "pred": np.where(full[:, None], pred, 0.0),
+          "valid": full}
+
+
+def from_windows(name: str, v: Mapping[str, np.ndarray], weights: np.ndarray, fps: float,
+                 horizons_s=EGO_HORIZONS_S) -> dict[str, float]:
+  """The metrics of target `name` from `per_window` values, window i counted weights[i]
+  times."""
+  if name == "hands_future":
+    return {"mpjpe": metrics.masked_mean(v["err"], v["valid"], weights),
+            "mpjpe_last": metrics.masked_mean(v["err"][:, -1], v["valid"][:, -1], weights)}
+  if name == "ego_future":
     out = {}
     for h in horizons_s:
       k = int(round(h * fps))
-      if 0 < k <= shape[0]:
-        out[f"ade@{h:g}s"], out[f"fde@{h:g}s"] = metrics.ade_fde(pred[:, :k], y[:, :k],
-                                                                  steps[:, :k])
+      if 0 < k <= v["err"].shape[1]:
+        out[f"ade@{h:g}s"], out[f"fde@{h:g}s"] = metrics.ade_fde_of_errors(
+            v["err"][:, :k], v["valid"][:, :k], weights)
     return out
-  rows = valid.all(1)
-  return {"r2": metrics.r2_score(y[rows], pred[rows]) if rows.sum() > 1 else float("nan")}
+  rows = v["valid"] & (weights > 0)
+  return {"r2": metrics.r2_score(v["y"][rows], v["pred"][rows], weights[rows])
+          if rows.sum() > 1 else float("nan")}
+
+
+def scores(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,
+           shape: tuple[int, ...], fps: float, horizons_s=EGO_HORIZONS_S) -> dict[str, float]:
+  """The metrics of target `name`, every window once: y, pred, valid (N, d) flattened."""
+  return from_windows(name, per_window(name, y, pred, valid, shape), np.ones(len(y)), fps,
+                      horizons_s)
 
 
 class _Fitted:
@@ -101,22 +125,27 @@ class Regress(base.Evaluator):
       return value if np.isfinite(value) else (-np.inf if task.higher_is_better else np.inf)
     z_va = (np.where(v_va, y_va, mean) - mean) / std
     probe = probes.fit("regress", x_tr, z_tr, x_va, z_va, score, task.higher_is_better,
-                       kinds=tuple(task.probes), seed=data.seed, grid=data.grid)
+                       grid=data.grid)
     if not v_tr.all():
       for _ in range(EM_STEPS):
         guess = np.asarray(probe.predict(x_tr)).reshape(z_tr.shape)
         probe = probes.refit(probe, x_tr, np.where(v_tr, z_tr, guess))
     return _Fitted(probe, mean, std)
 
-  def score(self, task, data: base.Data, feature_set: str, fitted: _Fitted,
-            swap: Optional[Mapping[str, str]] = None,
-            rows: Optional[np.ndarray] = None) -> dict[str, Any]:
+  def predict(self, task, data: base.Data, feature_set: str, fitted: _Fitted,
+              swap: Optional[Mapping[str, str]] = None) -> base.Predictions:
     y, valid, shape = target(data.test, task.target)
-    ok = valid.any(1) & base.test_mask(data.test, rows)
-    if ok.sum() < 2:
-      return {task.metric: float("nan"), "windows": int(ok.sum())}
-    x = base.features(data.test, feature_set, task.inputs[0], swap)[ok]
-    out: dict[str, Any] = scores(task.target, y[ok], fitted.predict(x), valid[ok], shape,
-                                 data.fps)
-    out["windows"] = int(ok.sum())
+    rows = np.flatnonzero(valid.any(1))
+    x = base.features(data.test, feature_set, task.inputs[0], swap)[rows]
+    pred = fitted.predict(x) if len(rows) else np.zeros((0, y.shape[1]))
+    return base.Predictions(rows, per_window(task.target, y[rows], pred, valid[rows], shape))
+
+  def metrics(self, task, data: base.Data, pred: base.Predictions, weights: np.ndarray
+              ) -> dict[str, Any]:
+    used = weights > 0
+    if used.sum() < 2:
+      return {task.metric: float("nan"), "windows": int(weights.sum())}
+    out: dict[str, Any] = from_windows(task.target, {k: v[used] for k, v in pred.values.items()},
+                                       weights[used], data.fps)
+    out["windows"] = int(weights.sum())
     return out
