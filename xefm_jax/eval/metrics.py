@@ -97,6 +97,15 @@ def mpjpe(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None = None) -
   return float(err[valid].mean()) if valid.any() else float("nan")
 
 
+def mae(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None = None) -> float:
+  """Mean absolute error over the valid entries (`valid` of the same shape, or None)."""
+  err = np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64))
+  if valid is None:
+    return float(err.mean()) if err.size else float("nan")
+  valid = np.broadcast_to(np.asarray(valid, bool), err.shape)
+  return float(err[valid].mean()) if valid.any() else float("nan")
+
+
 def r2_score(true: np.ndarray, pred: np.ndarray) -> float:
   """Coefficient of determination, uniformly averaged over output columns (sklearn's
   'uniform_average'); a constant column counts 1 if predicted exactly, else 0."""

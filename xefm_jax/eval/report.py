@@ -159,7 +159,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines.append(f"| {role} | {s['split']} | {s['sessions']} | {s['episodes']} | "
                  f"{s['windows']} | {s['stride']} |")
   summary = report["summary"]
-  lines += ["", "## The 12 window tasks", ""] + _task_table(report["tasks"], fs)
+  lines += ["", f"## The {len(report['tasks'])} window tasks", ""] + _task_table(
+      report["tasks"], fs)
   lines += ["", f"**The model beats both baselines on {summary['tasks_model_beats_both']} of "
             f"{summary['tasks']} tasks**" + (f" ({', '.join(summary['which'])})."
                                              if summary["which"] else "."), ""]

@@ -2,6 +2,8 @@
 per label (or one MLP with a sigmoid per label); micro-F1 over (window, label) pairs.
 
 Labels constant over the train split are predicted as that constant (nothing to fit).
+Where the store has `targets/<target>_valid` (a set 5 s ahead, past some episodes' end),
+only those rows take part.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ from xefm_jax.eval import probes
 from xefm_jax.eval.evaluators import base
 
 
+def labelled(store, target: str) -> np.ndarray:
+  """(N,) bool: rows whose label set is known."""
+  key = f"{target}_valid"
+  return store.target(key).astype(bool) if store.has(f"targets/{key}") else np.ones(
+      len(store), bool)
+
+
 @base.register("multilabel")
 class MultiLabel(base.Evaluator):
 
   def fit(self, task, data: base.Data, feature_set: str) -> probes.Probe:
-    rows = base.train_rows(data, np.ones(len(data.train), bool))
+    rows = base.train_rows(data, labelled(data.train, task.target))
+    ok_va = labelled(data.val, task.target)
     y_tr = data.train.target(task.target).astype(np.int64)[rows]
-    y_va = data.val.target(task.target).astype(np.int64)
+    y_va = data.val.target(task.target).astype(np.int64)[ok_va]
     x_tr = base.features(data.train, feature_set, task.inputs[0])[rows]
-    x_va = base.features(data.val, feature_set, task.inputs[0])
+    x_va = base.features(data.val, feature_set, task.inputs[0])[ok_va]
     return probes.fit("multilabel", x_tr, y_tr, x_va, y_va, metrics.multilabel_micro_f1,
                       task.higher_is_better, kinds=tuple(task.probes), seed=data.seed,
                       grid=data.grid)
@@ -31,7 +41,7 @@ class MultiLabel(base.Evaluator):
   def score(self, task, data: base.Data, feature_set: str, fitted: probes.Probe,
             swap: Optional[Mapping[str, str]] = None,
             rows: Optional[np.ndarray] = None) -> dict[str, Any]:
-    ok = base.test_mask(data.test, rows)
+    ok = base.test_mask(data.test, rows) & labelled(data.test, task.target)
     if not ok.any():
       return {task.metric: float("nan"), "windows": 0}
     y = data.test.target(task.target).astype(np.int64)[ok]

@@ -1,5 +1,6 @@
-"""Regression from a window: future hand joints (MPJPE), future ego-motion (ADE/FDE at fixed
-horizons), scalars (motion intensity, action phase: R^2), fixed feature targets (R^2).
+"""Regression from a window: future hand joints (MPJPE), current hand joints (MAE, metres),
+future ego-motion (ADE/FDE at fixed horizons), scalars (motion intensity, action phase,
+frames to the next transition: R^2 and MAE), fixed feature targets (R^2).
 
 Targets with missing entries (an untracked hand, an invalid pose) are scored only where
 valid. For fitting, a missing entry is first filled with its train column mean; the probe
@@ -64,8 +65,14 @@ def scores(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,
         out[f"ade@{h:g}s"], out[f"fde@{h:g}s"] = metrics.ade_fde(pred[:, :k], y[:, :k],
                                                                   steps[:, :k])
     return out
+  if name == "hands_now":  # (N, 2, 21, 3) joints, metres
+    y, pred = y.reshape((n,) + shape), pred.reshape((n,) + shape)
+    hands = valid.reshape((n,) + shape)[..., 0, 0]  # (N, 2)
+    return {"mae": metrics.mae(pred, y, hands[..., None, None]),
+            "mpjpe": metrics.mpjpe(pred, y, hands)}
   rows = valid.all(1)
-  return {"r2": metrics.r2_score(y[rows], pred[rows]) if rows.sum() > 1 else float("nan")}
+  return {"r2": metrics.r2_score(y[rows], pred[rows]) if rows.sum() > 1 else float("nan"),
+          "mae": metrics.mae(pred[rows], y[rows])}
 
 
 class _Fitted:
