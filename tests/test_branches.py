@@ -2,7 +2,6 @@
 fails with a clear message on a missing key, a package holding an MP4, a split policy that
 is not the corpus', a missing entrypoint and a check that does not run."""
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -14,6 +13,7 @@ import pytest
 
 from configs.branches import common as branches_common
 from data_pipelines.export import common as export_common
+from train_runs import launch_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "branches"
@@ -21,14 +21,7 @@ BRANCHES = ("xefm", "qwen3_omni_lora", "gemini_robotics", "cosmos_world_model", 
             "gr00t")
 
 
-def _branches():
-  spec = importlib.util.spec_from_file_location("branches_cli", ROOT / "launch" / "branches.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-BRANCHES_CLI = _branches()
+BRANCHES_CLI = launch_module("branches")
 
 
 def _main(capsys, *argv):

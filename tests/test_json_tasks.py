@@ -5,8 +5,6 @@ resume / refusal like every export."""
 import json
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import av
 import numpy as np
@@ -20,7 +18,6 @@ from xefm_jax.data import source as source_lib
 from xefm_jax.eval import answer_scores
 from xefm_jax.eval import answers
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _records(export):
@@ -122,15 +119,14 @@ def test_resume_redoes_only_missing_parts_and_refuses_other_options(shard_corpus
                    progress=False)
 
 
-def test_cli_errors_are_one_line(shard_corpus, tmp_path):
-  cmd = [sys.executable, "data_pipelines/export/json_tasks.py", "--shards", str(tmp_path),
-         "--out", str(tmp_path / "x"), "--no-media", "--quiet"]
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-  assert out.returncode == 1 and out.stderr.startswith("json_tasks: --shards")
-  assert len(out.stderr.strip().splitlines()) == 1
-  cmd[3] = str(shard_corpus)
-  out = subprocess.run(cmd + ["--window-frames", "0"], cwd=ROOT, capture_output=True, text=True)
-  assert out.returncode == 1 and "--window-frames 0" in out.stderr
+def test_cli_errors_are_one_line(shard_corpus, tmp_path, capsys):
+  argv = ["--shards", str(tmp_path), "--out", str(tmp_path / "x"), "--no-media", "--quiet"]
+  assert json_tasks.main(argv) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("json_tasks: --shards") and len(err.strip().splitlines()) == 1
+  argv[1] = str(shard_corpus)
+  assert json_tasks.main(argv + ["--window-frames", "0"]) == 1
+  assert "--window-frames 0" in capsys.readouterr().err
 
 
 def test_window_index_has_the_three_adapter_views(json_task_export, tmp_path):

@@ -3,21 +3,20 @@ the reference predictors, and every problem of a predictions file reported by li
 
 import json
 import pathlib
-import subprocess
-import sys
+import types
 
 import numpy as np
 import pytest
 
 from data_pipelines.export import common
 from data_pipelines.export import json_tasks
+from train_runs import launch_module
 from xefm_jax.data import streams
 from xefm_jax.data import text as text_lib
 from xefm_jax.eval import answer_scores
 from xefm_jax.eval import answers
 from xefm_jax.objectives import captioning
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPTIONS = answer_scores.Options(frozenset({"pour", "stir"}), frozenset({"Make tea"}),
                                 frozenset({"cup", "kettle"}))
 GOOD = {"action": "pour", "subtask": "Make tea", "objects": ["cup"], "contact": "yes",
@@ -75,18 +74,27 @@ def test_scores_on_known_answers():
   assert s["fields"]["objects"]["micro_f1"] == pytest.approx(0.8)
 
 
-def _score(export, out, *args):
-  cmd = [sys.executable, "launch/score.py", "--tasks", str(export), "--out", str(out), *args]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+SCORE_CLI = launch_module("score")
+
+
+def _main(capsys, *argv):
+  """launch/score.py's main() in this process: its exit status and output."""
+  rc = SCORE_CLI.main([str(a) for a in argv])
+  out = capsys.readouterr()
+  return types.SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+
+
+def _score(capsys, export, out, *args):
+  proc = _main(capsys, "--tasks", export, "--out", out, *args)
   return proc, (json.loads((out / "metrics.json").read_text()) if proc.returncode < 2
                 else None)
 
 
-def test_references_and_perfect_answers(json_task_export, tmp_path):
+def test_references_and_perfect_answers(json_task_export, tmp_path, capsys):
   rows = common.read_jsonl(json_task_export / json_tasks.DATASET)
   truth = tmp_path / "truth.jsonl"
   common.write_jsonl(truth, [{"id": r["id"], "prediction": r["answer_json"]} for r in rows])
-  proc, result = _score(json_task_export, tmp_path / "s", "--predictions", f"truth={truth}",
+  proc, result = _score(capsys, json_task_export, tmp_path / "s", "--predictions", f"truth={truth}",
                         "--write-references", str(tmp_path / "refs"))
   assert proc.returncode == 0, proc.stderr
   for split, s in result["predictors"]["truth"]["splits"].items():
@@ -98,7 +106,7 @@ def test_references_and_perfect_answers(json_task_export, tmp_path):
                                        "previous_window (reference)"}
   assert "| truth | 1.000 | 1.000 |" in (tmp_path / "s" / "report.md").read_text()
   # the reference files score exactly as the built-in references
-  proc, again = _score(json_task_export, tmp_path / "s2", "--predictions",
+  proc, again = _score(capsys, json_task_export, tmp_path / "s2", "--predictions",
                        f"majority={tmp_path / 'refs' / 'majority.jsonl'}", "--predictions",
                        f"previous={tmp_path / 'refs' / 'previous_window.jsonl'}")
   assert proc.returncode == 0, proc.stderr
@@ -119,7 +127,7 @@ def test_references_and_perfect_answers(json_task_export, tmp_path):
   assert previous[r["id"]]["evidence_window"] == r["answer_json"]["evidence_window"]
 
 
-def test_every_problem_is_reported_by_line(json_task_export, tmp_path):
+def test_every_problem_is_reported_by_line(json_task_export, tmp_path, capsys):
   rows = common.read_jsonl(json_task_export / json_tasks.DATASET)
   test = [r for r in rows if r["split"] == "test"]
   train = next(r for r in rows if r["split"] == "train")
@@ -132,9 +140,9 @@ def test_every_problem_is_reported_by_line(json_task_export, tmp_path):
             "not json", json.dumps(["a list"])]
   path = tmp_path / "preds.jsonl"
   path.write_text("\n".join(lines) + "\n")
-  cmd = [sys.executable, "launch/score.py", "--tasks", str(json_task_export), "--predictions",
-         f"model={path}", "--split", "test", "--out", str(tmp_path / "out"), "--no-references"]
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  args = ["--tasks", json_task_export, "--predictions", f"model={path}", "--split", "test",
+          "--out", tmp_path / "out", "--no-references"]
+  out = _main(capsys, *args)
   assert out.returncode == 1, out.stderr
   n = len(test) - 2
   expect = [f"{path}:{n + 1}: duplicate id {test[2]['id']!r} (first on line 1)",
@@ -151,8 +159,8 @@ def test_every_problem_is_reported_by_line(json_task_export, tmp_path):
   assert s["invalid"]["missing"] == 1 and s["records"] == len(test)
   assert s["json_validity_rate"] == pytest.approx((len(test) - 1) / len(test))
   assert "duplicate id" in (tmp_path / "out" / "report.md").read_text()
-  bad = subprocess.run(cmd[:5] + [str(tmp_path / "missing.jsonl")], cwd=ROOT,
-                       capture_output=True, text=True)
+  bad = _main(capsys, "--tasks", json_task_export, "--predictions",
+              tmp_path / "missing.jsonl")
   assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
   assert "missing.jsonl: not found" in bad.stderr
 
