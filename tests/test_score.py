@@ -2,7 +2,6 @@
 the reference predictors, and every problem of a predictions file reported by line."""
 
 import json
-import pathlib
 import types
 
 import numpy as np

@@ -255,7 +255,6 @@ class Bridge:
       self.data_cfg = embed.data_config(run.config.data, ml_collections.ConfigDict(
           dict(future=1, batch_size=opts.batch_size)), jax.device_count())
       self.encoder = run.encoder
-      self.content = f"xefm window embeddings ({workdir}, step {step})"
       mods = tuple(m for m in opts.bridge_modalities if m in run.encoder.model_modalities)
     else:
       from configs import common as config_common
@@ -267,7 +266,6 @@ class Bridge:
           frame_stride=1, future=1, next_window=False, batch_size=opts.batch_size,
           view_dropout=0.0, modality_dropout=0.0)
       self.encoder = types.SimpleNamespace(views=tuple(self.data_cfg.views))
-      self.content = "hand-crafted window statistics (xefm_jax/eval/handcrafted.py)"
       mods = tuple(opts.bridge_modalities)
     self.variant = variants_lib.Variant("bridge", mods)
     self.spec = corpus.window_spec(self.data_cfg)
