@@ -42,7 +42,7 @@ def _task(evaluator: str, target: str, inputs: tuple[str, ...], metric: str,
 
 
 def tasks() -> ml_collections.ConfigDict:
-  """The 12 window tasks of the public task-suite contracts."""
+  """The 20 window tasks of the public task-suite contracts (12, then the 8 additional)."""
   t = ml_collections.ConfigDict(sort_keys=False)  # the contracts' order
   t.timeline_action = _task("classify", "action", ("full",), "macro_f1",
                             supervised_by=PROCEDURE)
@@ -74,6 +74,23 @@ def tasks() -> ml_collections.ConfigDict:
   # misaligned
   t.misalignment_detection = _task("pairs", "misaligned", ("motion", "visual"), "f1",
                                    offset="8_windows")
+  # Tasks 13-20. Labels 5 s (100 frames) after now come from the episode's whole timeline
+  # (targets.horizon_targets), so windows keep their 40 future frames; a horizon past the
+  # episode's end is unknown and left out.
+  t.long_horizon_next_action = _task("classify", "action_5s", ("full",), "macro_f1")
+  t.next_subtask_forecast = _task("classify", "subtask_5s", ("full",), "macro_f1")
+  # the interaction sentence at now, and (action, object set) at now, as classes
+  t.interaction_text_prediction = _task("classify", "interaction", ("full",), "macro_f1")
+  t.action_object_relation = _task("classify", "action_objects", ("full",), "macro_f1")
+  t.object_set_forecast = _task("multilabel", "objects_5s", ("full",), "micro_f1")
+  # both hands' 21 joints at now from the IMU alone; mean absolute error, metres
+  t.imu_to_hand_pose = _task("regress", "hands_now", ("imu",), "mae", higher_is_better=False)
+  # fisheye camera 1 of a window -> its synchronized fisheye camera 3 among `pool` windows
+  t.camera_view_sync_retrieval = _task("retrieval", "window", ("cam1", "cam3"), "mrr",
+                                       probes=("linear",), query="cam1", pool=100)
+  # 20 fps frames to the next action start, capped at 200
+  t.time_to_transition = _task("regress", "time_to_transition", ("full",), "mae",
+                               higher_is_better=False)
   return t
 
 
@@ -93,7 +110,8 @@ def variants() -> ml_collections.ConfigDict:
   """Input variants: which modalities (and camera views) a task's window side keeps.
 
   "full" leaves out language: a window's caption names its action and objects, so it
-  would leak the labels. Views of view_a / view_b are the multi-view pair.
+  would leak the labels. Views of view_a / view_b are the multi-view pair, cam1 / cam3
+  the synchronized fisheye pair of camera_view_sync_retrieval.
   """
   v = ml_collections.ConfigDict()
   v.full = dict(modalities=("video", "audio", "depth", "pose", "mocap", "imu"))
@@ -103,6 +121,9 @@ def variants() -> ml_collections.ConfigDict:
   v.visual = dict(modalities=VISUAL)
   v.view_a = dict(modalities=("video",), views=("stereo_left",))
   v.view_b = dict(modalities=("video",), views=("fisheye_cam0",))
+  v.cam1 = dict(modalities=("video",), views=("fisheye_cam1",))
+  v.cam3 = dict(modalities=("video",), views=("fisheye_cam3",))
+  v.imu = dict(modalities=("imu",))
   return v
 
 

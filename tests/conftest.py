@@ -91,3 +91,18 @@ def reference(shared_dir, shard_corpus, train_env) -> pathlib.Path:
       finish(proc, workdir)
       (workdir / "done").touch()
   return workdir
+
+
+# The JSON-task export of the shared corpus (small media: tests decode it back).
+JSON_TASKS = dict(context_frames=40, max_video_frames=8, tile=(32, 24))
+
+
+@pytest.fixture(scope="session")
+def json_task_export(shard_corpus, shared_dir) -> pathlib.Path:
+  from data_pipelines.export import json_tasks
+  out = shared_dir / "json-tasks"
+  with _locked(shared_dir / "json-tasks.lock"):
+    if not (out / json_tasks.MANIFEST).exists():
+      json_tasks.run(str(shard_corpus), str(out), json_tasks.Options(**JSON_TASKS),
+                     progress=False)
+  return out

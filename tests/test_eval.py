@@ -13,12 +13,15 @@ import pytest
 
 from configs import eval as eval_configs
 from configs import local
+from data_pipelines.export import common as export_common
 from model_helpers import host_params
 from xefm_jax.data import spec as spec_lib
 from xefm_jax.data import splits as splits_lib
 from xefm_jax.data import source as source_lib
 from xefm_jax.eval import bootstrap
 from xefm_jax.eval import checkpoints
+from xefm_jax.eval import answer_scores
+from xefm_jax.eval import answers
 from xefm_jax.eval import embed
 from xefm_jax.eval import encode
 from xefm_jax.eval import evaluators
@@ -27,6 +30,7 @@ from xefm_jax.eval import metrics
 from xefm_jax.eval import probes
 from xefm_jax.eval import report as report_lib
 from xefm_jax.eval import suite
+from xefm_jax.eval import targets as targets_lib
 from xefm_jax.eval import variants as variants_lib
 from xefm_jax.eval.evaluators import base as evaluators_base
 from xefm_jax.eval.evaluators import retrieval
@@ -123,6 +127,81 @@ def test_regression_recovers_linear_targets_and_masks_missing_entries():
   assert _score(ext.motion_intensity, data)["r2"] > 0.999
   assert _score(ext.action_phase, data)["r2"] > 0.5
   assert _score(ext.motion_intensity, data, "handcrafted")["r2"] < 0.1
+
+
+def test_tasks_13_to_20_score_known_answers():
+  """The additional contracts' evaluators: a forecast set with rows past the episode's end
+  (invalid: neither fitted nor scored), hand joints from a linear image (MAE in metres),
+  frames to a transition (MAE), and the synchronized camera pair (MRR)."""
+  t = CFG.tasks.copy_and_resolve_references()
+  w = np.random.default_rng(9).normal(size=(8, 2 * 21 * 3)) * 0.05
+
+  def make(rng, _):
+    x = rng.normal(size=(N, 8))
+    objects = rng.random((N, 5)) < 0.3
+    valid = np.arange(N) % 6 != 0
+    objects[~valid] = True  # garbage past the horizon
+    hands = (x @ w).reshape(N, 2, 21, 3)
+    hv = rng.random((N, 2)) < 0.6
+    hands[~hv] = 50.0
+    frames = np.where(np.arange(N) % 9 == 0, np.nan, np.clip(40 + 30 * x[:, 1], 1, 200))
+    cam1 = rng.normal(size=(N, 6))
+    return {("model", "full"): np.concatenate([x, objects * 3.0], 1),
+            ("handcrafted", "full"): rng.normal(size=(N, 13)), ("model", "imu"): x,
+            ("handcrafted", "imu"): rng.normal(size=(N, 8)), ("model", "cam1"): cam1,
+            ("model", "cam3"): cam1 @ np.diag([2.0, 1, 1, 3, 1, 1]),
+            ("handcrafted", "cam1"): cam1, ("handcrafted", "cam3"): rng.normal(size=(N, 6))
+            }, {"objects_5s": objects, "objects_5s_valid": valid, "hands_now": hands,
+                "hands_now_valid": hv, "time_to_transition": frames}
+  data = _data(make)
+  forecast = _score(t.object_set_forecast, data)
+  assert forecast["micro_f1"] == 1.0
+  assert forecast["windows"] == np.sum(data.test.target("objects_5s_valid"))
+  hands = _score(t.imu_to_hand_pose, data)
+  assert hands["mae"] < 1e-3 and hands["windows"] == np.sum(
+      data.test.target("hands_now_valid").any(1))
+  assert _score(t.imu_to_hand_pose, data, "handcrafted")["mae"] > 0.01
+  ttt = _score(t.time_to_transition, data)
+  assert ttt["mae"] < 5.0 and ttt["windows"] == np.sum(  # frames; a linear probe of a clip
+      np.isfinite(data.test.target("time_to_transition")))
+  assert _score(t.time_to_transition, data, "handcrafted")["mae"] > 15.0
+  sync = _score(t.camera_view_sync_retrieval, data)
+  assert sync["mrr"] == 1.0
+  assert _score(t.camera_view_sync_retrieval, data, "handcrafted")["mrr"] < 0.2
+
+
+def test_horizon_targets_read_the_episode_timeline(shard_corpus):
+  """Labels 5 s ahead and frames to the next action start come from the whole episode (past
+  the window's future frames); past the episode's end they are unknown."""
+  corpus = source_lib.Corpus(shard_corpus)
+  labels = targets_lib.EpisodeLabels(corpus, cache=2)
+  s = labels.stride
+  ep = next(i for i, e in enumerate(corpus.episodes) if e["length"] * s > 130)
+  stored = corpus.read_episode(ep)
+  n = corpus.episodes[ep]["length"]
+  now = np.arange(0, n, 3)
+  out = targets_lib.horizon_targets(labels, np.full(len(now), ep), now)
+  h = 100 // s
+  for i, t in enumerate(now):
+    if t + h < n:
+      assert out["action_5s"][i] == stored["action"][t + h]
+      assert out["subtask_5s"][i] == stored["subtask"][t + h]
+      np.testing.assert_array_equal(out["objects_5s"][i], stored["objects"][t + h])
+      assert out["objects_5s_valid"][i]
+    else:
+      assert out["action_5s"][i] == -1 and not out["objects_5s_valid"][i]
+    later = [f for f in range(t + 1, min(n, t + 200 // s + 1)) if stored["boundary"][f]]
+    if later:
+      assert out["time_to_transition"][i] == (later[0] - t) * s
+    elif t + 200 // s < n:
+      assert out["time_to_transition"][i] == 200
+    else:
+      assert np.isnan(out["time_to_transition"][i])
+  assert np.isfinite(out["time_to_transition"]).any() and (out["action_5s"] >= 0).any()
+  assert targets_lib.label_class([3, 1]) == targets_lib.label_class(np.array([3, 1]))
+  assert targets_lib.label_class([3, 1]) != targets_lib.label_class([1, 3])
+  assert targets_lib.label_class([2], [4, 5]) != targets_lib.label_class([2, 4], [5])
+  assert 0 <= targets_lib.label_class([7]) < 2 ** 62
 
 
 def test_window_retrieval_finds_a_linear_image_and_noise_is_near_chance():
@@ -594,10 +673,11 @@ EVAL_ENV_DEVICES = ("--xla_force_host_platform_device_count=2 "
 
 
 @pytest.mark.xdist_group("reference_run")  # see test_train.REFERENCE_RUN
-def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, tmp_path):
+def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_task_export,
+                                                   tmp_path):
   """launch/eval.py (the README's command, quick config) on a copy of the tiny run's last
   two checkpoints: every checkpoint evaluated, then the default (latest) finds its report
-  and skips."""
+  and skips, and answers the JSON tasks with the captioning decoder."""
   workdir = tmp_path / "run"
   for step in (6, 8):
     shutil.copytree(reference / "checkpoints" / str(step), workdir / "checkpoints" / str(step))
@@ -609,9 +689,19 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, tmp_pa
   out = subprocess.run(cmd + ["--checkpoint=all"], cwd=ROOT, env=env, capture_output=True,
                        text=True)
   assert out.returncode == 0, out.stderr[-3000:]
-  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)  # latest
+  again = subprocess.run(cmd + [f"--json_tasks={json_task_export}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)  # latest
   assert again.returncode == 0, again.stderr[-2000:]
   assert "skipped" in again.stderr
+  predictions = workdir / "eval" / "8" / answers.PREDICTIONS_FILE
+  assert f"json task predictions: {predictions}" in again.stdout
+  records = {r["id"]: r for r in export_common.read_jsonl(json_task_export / "dataset.jsonl")}
+  found, problems = answer_scores.read_predictions(predictions, records, answer_scores.SPLITS)
+  assert not problems and set(found) == set(records)  # one answer per record, every split
+  for rid, text in found.items():
+    answer = answer_scores.parse(text)
+    if answer is not None:  # the decoder's answers carry the record's own window
+      assert answer["evidence_window"] == records[rid]["answer_json"]["evidence_window"]
   assert (workdir / "eval" / "baselines" / "scores.json").is_file()
   stdout = out.stdout
   steps = sorted(int(p.name) for p in (workdir / "eval").iterdir() if p.name.isdigit())
@@ -619,8 +709,8 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, tmp_pa
   out_dir = workdir / "eval" / str(steps[-1])
   assert f"eval report: {out_dir / 'report.json'}" in stdout
   report = json.loads((out_dir / "report.json").read_text())
-  assert list(report["tasks"]) == list(CFG.tasks)  # the 12, in the contracts' order
-  assert len(report["tasks"]) == 12 and len(report["extensions"]) == 4
+  assert list(report["tasks"]) == list(CFG.tasks)  # the 20, in the contracts' order
+  assert len(report["tasks"]) == 20 and len(report["extensions"]) == 4
   summary = report["summary"]
   sessions = summary["test_sessions"]
   assert sessions == report["splits"]["score"]["sessions"] >= 1
@@ -649,7 +739,7 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, tmp_pa
   assert tasks["timeline_action"]["supervised_by"] == [
       o for o in ("procedure", "captioning") if o in enabled]
   assert tasks["temporal_order"]["supervised_by"] == []
-  assert summary["tasks"] == 12
+  assert summary["tasks"] == 20
   assert summary["significant_wins"] == sum(e["wins"] for e in tasks.values())
   assert summary["ema_significant_wins"] == sum(e["ema"]["wins"] for e in tasks.values())
   assert summary["bootstrap"]["replicates"] == CFG.bootstrap.replicates

@@ -1,6 +1,7 @@
 """Launcher runs for the tests: `python launch/train.py` as a real subprocess on the test
 corpus, with the flags every test run shares, and readers of what a run leaves behind."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -18,6 +19,15 @@ FLAGS = ["--config=configs/local.py:tiny", "--config.train.log_every=1",
          # MFU against a fixed peak: measuring one costs seconds per launch
          "--config.train.peak_flops_per_device=2e10"]
 TIMEOUT = 600
+
+
+def launch_module(name: str):
+  """launch/<name>.py as a module (launch/ is scripts, not a package): tests call its main()
+  in-process instead of starting an interpreter per case."""
+  spec = importlib.util.spec_from_file_location(f"launch_{name}", ROOT / "launch" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def launch(workdir: pathlib.Path, shards: pathlib.Path, env: dict, *extra: str,

@@ -74,6 +74,25 @@ class Corpus:
                               "corpus with more sessions, or change its --split")
     return idx
 
+  def read_episode(self, index: int, arrays: tuple[str, ...] = ("labels", "objects", "flags")
+                   ) -> dict[str, np.ndarray]:
+    """Every frame of episode `index` (into `episodes`) of the stored `arrays`, as the
+    logical streams they hold (shards.unpack): the labels, objects and flags by default,
+    for whatever needs a whole episode's timeline (horizons past a window, exports)."""
+    e = self.episodes[index]
+    names = {a.name for a in shards.ARRAYS}
+    unknown = [a for a in arrays if a not in names]
+    if unknown:
+      raise shards.ShardError(f"{self.root}: no stored arrays {unknown} (have {sorted(names)})")
+    a, b = e["offset"], e["offset"] + e["length"]
+    futures = {k: shards.open_array(self.root / e["shard"], k)[a:b].read() for k in arrays}
+    try:
+      return shards.unpack({k: f.result() for k, f in futures.items()})
+    except ValueError as err:  # a truncated or corrupt chunk file
+      raise shards.ShardError(f"{self.root / e['shard']}: cannot read episode "
+                              f"{e['episode']} ({err}); the shard is damaged: re-shred it"
+                              ) from None
+
   def window_spec(self, data_cfg: Any) -> spec_lib.WindowSpec:
     """The config's window with sizes from this corpus; refuses a corpus shredded otherwise."""
     s = spec_lib.WindowSpec.from_config(data_cfg)
@@ -96,7 +115,12 @@ class WindowSource:
   """Grain RandomAccessDataSource of raw windows (shard dtypes; the pipeline normalises)."""
 
   def __init__(self, corpus: Corpus, split: str, spec: spec_lib.WindowSpec,
-               window_stride: int, verify: bool = True):
+               window_stride: int,
+               windows: Optional[tuple[np.ndarray, np.ndarray]] = None,
+               verify: bool = True):
+    """windows: (episode ids, starts) of given windows of the split (exports, per-record
+    decoding) instead of every window at `window_stride`. verify: check the split's shards
+    against their integrity records first (Corpus.verify)."""
     if verify:
       corpus.verify([split])
     self.root = corpus.root
@@ -106,14 +130,25 @@ class WindowSource:
     self.span_frames = s * (2 * w if spec.next_window else w)
     self.span_signal = self.span_frames  # every frame's samples, not only the sampled ones
     self.span = span = max(self.span_low, self.span_frames)
-    ep_ids, starts = [], []
-    for i in corpus.split_episodes(split):
-      length = corpus.episodes[i]["length"]
-      n = max(0, (length - span) // window_stride + 1)
-      ep_ids.append(np.full(n, i, np.int32))
-      starts.append(np.arange(n, dtype=np.int32) * window_stride)
-    self.episode_ids = np.concatenate(ep_ids)  # (num_windows,)
-    self.starts = np.concatenate(starts)  # (num_windows,)
+    members = corpus.split_episodes(split)
+    if windows is not None:
+      ep_ids, starts = (np.asarray(w, np.int32).reshape(-1) for w in windows)
+      for e, a in zip(ep_ids, starts):
+        ep = corpus.episodes[e] if 0 <= e < len(corpus.episodes) else None
+        if ep is None or e not in members or not 0 <= a <= ep["length"] - span:
+          raise shards.ShardError(
+              f"{self.root}: window (episode {e}, start {a}) is not a window of split "
+              f"'{split}' (an episode of the split, 0 <= start <= length - {span})")
+      self.episode_ids, self.starts = ep_ids, starts
+    else:
+      ep_ids, starts = [], []
+      for i in members:
+        length = corpus.episodes[i]["length"]
+        n = max(0, (length - span) // window_stride + 1)
+        ep_ids.append(np.full(n, i, np.int32))
+        starts.append(np.arange(n, dtype=np.int32) * window_stride)
+      self.episode_ids = np.concatenate(ep_ids)  # (num_windows,)
+      self.starts = np.concatenate(starts)  # (num_windows,)
     self._episodes = [(e["shard"], e["offset"], e["depth_intrinsics"]) for e in corpus.episodes]
     self._handles: dict[str, dict[str, ts.TensorStore]] = {}
     self._pid: Optional[int] = None

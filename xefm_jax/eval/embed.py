@@ -67,6 +67,13 @@ class Selection:
   indices: np.ndarray  # (N,) into WindowSource(corpus, split, spec, base_stride)
   stride: int
   base_stride: int
+  windows: Optional[tuple[np.ndarray, np.ndarray]] = None  # given (episodes, starts)
+
+  @classmethod
+  def at(cls, split: str, episodes: np.ndarray, starts: np.ndarray) -> "Selection":
+    """Given windows of a split (corpus episode ids, first frames), in that order."""
+    episodes, starts = np.asarray(episodes, np.int32), np.asarray(starts, np.int32)
+    return cls(split, np.arange(len(starts), dtype=np.int64), 1, 1, (episodes, starts))
 
 
 def select(corpus: source_lib.Corpus, split: str, data_cfg: ml_collections.ConfigDict,
@@ -183,7 +190,7 @@ def _batches(corpus: source_lib.Corpus, split: str, data_cfg: ml_collections.Con
   """Per-process batches of the selected windows (an iterable), their count (equal on every
   process) and the local batch size. Padding is done by the caller."""
   spec = corpus.window_spec(data_cfg)
-  src = source_lib.WindowSource(corpus, split, spec, selection.base_stride)
+  src = source_lib.WindowSource(corpus, split, spec, selection.base_stride, selection.windows)
   norm = pipeline.Normaliser(corpus.stats)
   processes, index = jax.process_count(), jax.process_index()
   local = selection.indices[index::processes]
@@ -242,6 +249,7 @@ def run(corpus: source_lib.Corpus, split: str, data_cfg: ml_collections.ConfigDi
   norm = pipeline.Normaliser(corpus.stats)
   vocab = len(corpus.labels.words)
   step = int(data_cfg.frame_stride) * corpus.options.frame_stride  # 20 fps frames per frame
+  episodes = targets_lib.EpisodeLabels(corpus)  # horizons past the window's future frames
   batches, count, per = _batches(corpus, split, data_cfg, selection)
   parts: dict[str, list[np.ndarray]] = {}
 
@@ -256,7 +264,7 @@ def run(corpus: source_lib.Corpus, split: str, data_cfg: ml_collections.ConfigDi
     host: dict[str, np.ndarray] = {"meta/episode": local["episode"],
                                    "meta/start": local["start"], "meta/valid": row_ok}
     if plan.targets:
-      for k, v in targets_lib.window_targets(local, norm, step).items():
+      for k, v in targets_lib.window_targets(local, norm, step, episodes).items():
         host[f"targets/{k}"] = v
     blocks = _HandcraftedBlocks(local, encoder.views, seed, vocab)
     if plan.targets:

@@ -148,6 +148,14 @@ def mpjpe(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None = None,
   return masked_mean(err, valid, weights)
 
 
+def mae(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None = None,
+        weights: np.ndarray | None = None) -> float:
+  """Mean absolute error over the valid entries of (N, ...) arrays, row i counted
+  weights[i] times."""
+  err = np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64))
+  return masked_mean(err, valid, weights)
+
+
 def r2_score(true: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> float:
   """Coefficient of determination, uniformly averaged over output columns (sklearn's
   'uniform_average'); a constant column counts 1 if predicted exactly, else 0. weights:

@@ -1,5 +1,6 @@
-"""Regression from a window: future hand joints (MPJPE), future ego-motion (ADE/FDE at fixed
-horizons), scalars (motion intensity, action phase: R^2), fixed feature targets (R^2).
+"""Regression from a window: future hand joints (MPJPE), current hand joints (MAE, metres),
+future ego-motion (ADE/FDE at fixed horizons), scalars (motion intensity, action phase,
+frames to the next transition: R^2 and MAE), fixed feature targets (R^2).
 
 Targets with missing entries (an untracked hand, an invalid pose) are scored only where
 valid. For fitting, a missing entry is first filled with its train column mean; the probe
@@ -50,6 +51,7 @@ def per_window(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,
   """What the metrics of target `name` read, per window: y, pred, valid (N, d) flattened.
 
   hands_future: err (N, K, 2) mean joint error per future frame and hand, valid (N, K, 2);
+  hands_now: abs and err (N, 2) mean absolute error and mean joint error per hand, valid;
   ego_future: err (N, F) displacement per future frame, valid (N, F); else y and pred of
   the rows whose every column is valid (R^2)."""
   n = len(y)
@@ -60,6 +62,10 @@ def per_window(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,
   if name == "ego_future":  # (N, F, 3) positions in the body frame of now, metres
     y, pred = y.reshape((n,) + shape), pred.reshape((n,) + shape)
     return {"err": metrics.displacement(pred, y), "valid": valid.reshape((n,) + shape)[..., 0]}
+  if name == "hands_now":  # (N, 2, 21, 3) joints, metres: per hand, mean |error| and joint error
+    y, pred = y.reshape((n,) + shape), pred.reshape((n,) + shape)
+    return {"abs": np.abs(pred - y).mean((-1, -2)), "err": metrics.joint_errors(pred, y),
+            "valid": valid.reshape((n,) + shape)[..., 0, 0]}
   full = valid.all(1)
   return {"y": np.where(full[:, None], y, 0.0), "pred": np.where(full[:, None], pred, 0.0),
           "valid": full}
@@ -80,9 +86,13 @@ def from_windows(name: str, v: Mapping[str, np.ndarray], weights: np.ndarray, fp
         out[f"ade@{h:g}s"], out[f"fde@{h:g}s"] = metrics.ade_fde_of_errors(
             v["err"][:, :k], v["valid"][:, :k], weights)
     return out
+  if name == "hands_now":
+    return {"mae": metrics.masked_mean(v["abs"], v["valid"], weights),
+            "mpjpe": metrics.masked_mean(v["err"], v["valid"], weights)}
   rows = v["valid"] & (weights > 0)
   return {"r2": metrics.r2_score(v["y"][rows], v["pred"][rows], weights[rows])
-          if rows.sum() > 1 else float("nan")}
+          if rows.sum() > 1 else float("nan"),
+          "mae": metrics.mae(v["pred"], v["y"], v["valid"], weights)}
 
 
 def scores(name: str, y: np.ndarray, pred: np.ndarray, valid: np.ndarray,

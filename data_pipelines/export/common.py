@@ -1,0 +1,274 @@
+"""What every export shares: the job (plan, parts, merge, manifest), atomic files, the
+corpus and its raw episodes, and the guard on packages meant for publication.
+
+An export turns the shard corpus (and optionally a checkpoint) into another ecosystem's
+format (../shared/DOWNSTREAM.md). Each one is a file of this package with a CLI, built on:
+
+    job = common.Job(out, "json_tasks", options, common.corpus_source(corpus), task=(i, n))
+    for unit in job.todo(units):                 # this task's units without a part
+      job.write_part(unit, rows)                 # atomically: parts/<unit>.jsonl
+      (or job.fail(unit, reason): recorded, retried by the next run, the job goes on)
+    manifest = job.merge(units, "dataset.jsonl", extra)   # None while parts are missing
+
+* Resumable: a unit (an episode) is done when its part file (parts/<kind>/<unit>.jsonl)
+  exists; a re-run skips it. The options and the source are fixed in `<kind>_plan.json` at
+  the first run; a re-run with others is refused instead of mixing two exports in one
+  folder (exports of different kinds may share one).
+* Array jobs: task i of n takes units i, i+n, ...; whichever task finds every part complete
+  merges (or `--merge-only`).
+* Atomic: every file is written under a temporary name beside its target and renamed; the
+  merged JSON lines and the manifest appear only when complete.
+* The manifest (like the shredder's): record and episode counts per split, the source corpus
+  and checkpoint, the export's version, the time and the command.
+* Splits are the corpus' session splits: a unit's split is its episode's split in the shard
+  manifest, never recomputed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import sys
+import time
+from collections import Counter
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+
+from xefm_jax.data import shards
+from xefm_jax.data import source as source_lib
+
+EXPORT_VERSION = "export-1"
+PARTS = "parts"
+TMP = ".tmp-"
+
+
+class ExportError(Exception):
+  """An export that cannot go on; the message names the file or flag and what was expected."""
+
+
+# ------------------------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def atomic(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Yields a temporary path beside `path`; renamed over `path` if the block succeeds,
+  removed if it raises (so a reader sees the whole file or none)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f"{TMP}{os.getpid()}-{path.name}")  # same suffix: writers sniff it
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  with atomic(path) as tmp:
+    tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+  with atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """Every line of a JSON-lines file as an object; a bad line is an error naming it."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ExportError(f"{path}: not found")
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ExportError(f"{path}:{n}: not JSON ({e.msg})") from None
+      if not isinstance(row, dict):
+        raise ExportError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+      rows.append(row)
+  return rows
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ExportError(f"{path}: {what} not found")
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise ExportError(f"{path}: {what} is not JSON ({e.msg})") from None
+
+
+# ------------------------------------------------------------------------------ corpus
+
+
+def open_corpus(path: str | os.PathLike) -> source_lib.Corpus:
+  try:
+    return source_lib.Corpus(path)
+  except shards.ShardError as e:
+    raise ExportError(f"--shards {path}: {e}") from None
+
+
+def corpus_source(corpus: source_lib.Corpus) -> dict[str, Any]:
+  """The identity of a shard corpus, as a manifest's `source`."""
+  return {"corpus": str(corpus.root), "corpus_created": corpus.manifest.get("created"),
+          "raw": corpus.manifest.get("raw"),
+          "splits": "the corpus' session splits (shard manifest)"}
+
+
+def episode_key(name: str) -> str:
+  """The public suite's episode id: `<session>/ep<k>` -> `<session>__ep<k>`."""
+  return name.strip("/").replace("/", "__")
+
+
+def raw_root(corpus: source_lib.Corpus, raw: Optional[str] = None) -> pathlib.Path:
+  """The raw episode root (`--raw`, else the one the corpus was shredded from)."""
+  root = pathlib.Path(raw or corpus.manifest["raw"])
+  if not root.is_dir():
+    where = "--raw" if raw else corpus.root / shards.MANIFEST_FILE
+    raise ExportError(f"raw episode root {root} (from {where}) is not a directory: pass --raw")
+  return root
+
+
+def split_counts(rows: Iterable[Mapping[str, Any]], key: str = "split") -> dict[str, int]:
+  return dict(sorted(Counter(str(r.get(key)) for r in rows).items()))
+
+
+# --------------------------------------------------------------------------------- job
+
+
+class Job:
+  """One export into `out` (module docstring)."""
+
+  def __init__(self, out: str | os.PathLike, kind: str, options: Mapping[str, Any],
+               source: Mapping[str, Any], checkpoint: Optional[Mapping[str, Any]] = None,
+               task: tuple[int, int] = (0, 1), command: Optional[Sequence[str]] = None):
+    """source: what the export reads (`corpus_source`, or an earlier export's); options,
+    source and checkpoint make the plan a re-run must match."""
+    self.out, self.kind = pathlib.Path(out), kind
+    self.source = json.loads(json.dumps(dict(source), sort_keys=True))
+    self.checkpoint = dict(checkpoint) if checkpoint else None
+    self.task_index, self.task_count = task
+    if not 0 <= self.task_index < self.task_count:
+      raise ExportError(f"--task-index {self.task_index} must lie in [0, --task-count "
+                        f"{self.task_count})")
+    self.command = list(command if command is not None else sys.argv)
+    self.plan = json.loads(json.dumps({
+        "export": kind, "version": EXPORT_VERSION, "options": dict(options),
+        "source": self.source, "checkpoint": self.checkpoint}, sort_keys=True))
+    self.out.mkdir(parents=True, exist_ok=True)
+    path = self.out / f"{kind}_plan.json"
+    if path.exists():
+      existing = read_json(path, "the export plan")
+      if existing != self.plan:
+        changed = sorted(k for k in set(existing) | set(self.plan)
+                         if existing.get(k) != self.plan.get(k))
+        raise ExportError(f"{path}: this folder holds an export with other {', '.join(changed)}"
+                          "; use a new --out or delete it")
+    else:
+      write_json(path, self.plan)
+
+  @property
+  def parts(self) -> pathlib.Path:
+    return self.out / PARTS / self.kind
+
+  def part(self, unit: str) -> pathlib.Path:
+    return self.parts / f"{unit}.jsonl"
+
+  def _failed(self, unit: str) -> pathlib.Path:
+    return self.parts / f"{unit}.failed.json"
+
+  def todo(self, units: Sequence[str]) -> list[str]:
+    """This task's units without a complete part (failed ones are tried again)."""
+    mine = [u for i, u in enumerate(units) if i % self.task_count == self.task_index]
+    return [u for u in mine if not self.part(u).exists()]
+
+  def write_part(self, unit: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    write_jsonl(self.part(unit), rows)
+    self._failed(unit).unlink(missing_ok=True)
+
+  def fail(self, unit: str, reason: str) -> None:
+    write_json(self._failed(unit), {"unit": unit, "reason": reason})
+
+  def merge(self, units: Sequence[str], name: str, extra: Mapping[str, Any] | None = None,
+            manifest_name: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """Concatenate every unit's part into `name` (JSON lines) and write the manifest;
+    None while a unit has neither a part nor a recorded failure."""
+    failed = {u: read_json(self._failed(u), "a failure record")["reason"] for u in units
+              if not self.part(u).exists() and self._failed(u).exists()}
+    if any(not self.part(u).exists() and u not in failed for u in units):
+      return None
+    rows = [r for u in units if u not in failed for r in read_jsonl(self.part(u))]
+    write_jsonl(self.out / name, rows)
+    episodes: dict[str, set] = {}
+    for r in rows:
+      episodes.setdefault(str(r.get("split")), set()).add(r.get("episode_id"))
+    manifest = {
+        "export": self.kind, "version": EXPORT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": self.command,
+        "output": name, "num_records": len(rows), "split_counts": split_counts(rows),
+        "episode_split_counts": {s: len(e) for s, e in sorted(episodes.items())},
+        "source": self.source, "checkpoint": self.checkpoint, "options": self.plan["options"],
+        "skipped_episodes": [{"unit": u, "reason": r} for u, r in sorted(failed.items())],
+        **dict(extra or {}),
+    }
+    write_json(self.out / (manifest_name or f"{pathlib.Path(name).stem}_manifest.json"),
+               manifest)
+    return manifest
+
+
+# ------------------------------------------------------------------------------- guard
+
+# What a package meant for publication never holds (DOWNSTREAM.md: raw MP4, HDF5, RRD,
+# model weights, checkpoints, archives of them): suffix -> what it is.
+FORBIDDEN_SUFFIXES = {
+    ".mp4": "video (raw MP4 or a rendering of it)", ".mov": "video", ".mkv": "video",
+    ".avi": "video", ".hdf5": "annotation HDF5", ".h5": "annotation HDF5",
+    ".rrd": "Rerun RRD", ".safetensors": "model weights", ".ckpt": "a checkpoint",
+    ".pt": "model weights", ".pth": "model weights", ".msgpack": "model weights",
+    ".orbax-checkpoint": "a checkpoint", ".tar": "an archive", ".tgz": "an archive",
+    ".gz": "an archive", ".zip": "an archive", ".7z": "an archive", ".xz": "an archive",
+    ".zst": "an archive", ".bz2": "an archive",
+}
+# Files that mark an Orbax checkpoint directory, whatever its name.
+CHECKPOINT_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
+
+
+def package_problems(root: str | os.PathLike) -> list[str]:
+  """One line per forbidden thing under `root`: `<path>: <what> (forbidden in a public
+  package)`; links count (they would carry whatever they point to)."""
+  root = pathlib.Path(root)
+  out = []
+  for path in sorted(root.rglob("*")):
+    rel = path.relative_to(root)
+    if path.is_symlink():
+      out.append(f"{root / rel}: a link (a public package holds its own files only)")
+      continue
+    if path.is_file():
+      suffixes = [s.lower() for s in path.suffixes]
+      what = next((FORBIDDEN_SUFFIXES[s] for s in reversed(suffixes)
+                   if s in FORBIDDEN_SUFFIXES), None)
+      if what is None and path.name in CHECKPOINT_MARKERS:
+        what = "a checkpoint (Orbax metadata)"
+      if what:
+        out.append(f"{root / rel}: {what}, forbidden in a public package")
+  return out
+
+
+def check_package(root: str | os.PathLike) -> None:
+  """Raises ExportError listing everything forbidden under `root`."""
+  problems = package_problems(root)
+  if problems:
+    raise ExportError(f"{root}: {len(problems)} forbidden artifact(s) in a public package: "
+                      + "; ".join(problems))
