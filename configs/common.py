@@ -22,6 +22,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.verify_shards = True
   c.synthesize = ml_collections.ConfigDict(dict(
       sessions=8, episodes_per_session=3, seconds=40.0, seed=0, profile="small"))
+  c.split = "train=0.8,val=0.1,test=0.1"  # session fractions when this run shreds a corpus
   # Window contract (WindowSpec); label/vocabulary sizes are replaced by the manifest's.
   c.views = xperience.VIEWS
   c.view_size = 64

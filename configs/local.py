@@ -28,10 +28,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.modalities.audio.update(n_mels=32, patch_time=10, patch_freq=16)  # 4 x 2 = 8 tokens
   common.set_stacks(m, scan_layers=False)  # a few layers: a loop compiles as fast
   c.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
-  # The embedded default run (README): with no corpus given, synthesize 6 sessions x 2
-  # episodes x 15 s (~1 min on 2 cores), then train every enabled objective for a few
-  # minutes; the loss falls within the first hundred steps.
-  c.data.synthesize.update(sessions=6, episodes_per_session=2, seconds=15.0)
+  # The embedded default run (README): with no corpus given, synthesize 24 sessions x 1
+  # episode x 15 s (~1-2 min on 2 cores), split 12 / 6 / 6 sessions (six held-out test
+  # sessions: enough for a paired bootstrap over sessions to tell a difference from
+  # noise), then train every enabled objective for a few minutes.
+  c.data.synthesize.update(sessions=24, episodes_per_session=1, seconds=15.0)
+  c.data.split = "train=0.5,val=0.25,test=0.25"
   c.optim.update(learning_rate=1e-3, warmup_steps=20)
   c.train.update(steps=150, log_every=10, eval_every=150, ckpt_every=75, keep=2,
                  ema_decay=0.99)

@@ -23,6 +23,7 @@ from data_pipelines import shred
 from data_pipelines import synthesize
 from data_pipelines import validate
 from xefm_jax.data import shards as shards_lib
+from xefm_jax.data import splits as splits_lib
 
 COMPLETE = ".complete"
 
@@ -55,6 +56,7 @@ def prepare(workdir: str | os.PathLike, data_cfg: Any, workers: Optional[int] = 
                                                               progress=progress))
   out = root / "shards"
   if not (out / shards_lib.MANIFEST_FILE).exists():
+    split = splits_lib.SplitSpec(fractions=splits_lib.parse_fractions(data_cfg.split))
     shred.run(raw, out, report=str(report), options=shred_options(data_cfg), workers=workers,
-              progress=progress)
+              split_spec=split, progress=progress)
   return out

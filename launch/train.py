@@ -31,6 +31,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 from absl import flags, logging
 import jax
+
+# And with several CPU devices in a process, an asynchronously dispatched step can start on
+# some devices while the previous one still runs on others; the two executions' collectives
+# then wait on each other at their rendezvous (seen with 8 devices and the side passes).
+# Accelerators order executions per device. Set before the CPU client exists.
+jax.config.update("jax_cpu_enable_async_dispatch", False)
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 

@@ -13,6 +13,8 @@ os.environ["XLA_FLAGS"] = (
     " --xla_cpu_enable_concurrency_optimized_scheduler=false"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# and overlapping executions of one multi-device step deadlock too (launch/train.py)
+os.environ["JAX_CPU_ENABLE_ASYNC_DISPATCH"] = "false"
 
 import contextlib  # noqa: E402
 import fcntl  # noqa: E402

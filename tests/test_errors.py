@@ -185,7 +185,7 @@ def _problems(num_devices=8, **overrides):
     (dict(data__batch_size=12), "the batch splits over the 8"),
     (dict(mesh__tensor=3), "config.mesh:"),
     (dict(objectives__forecasting__readout="futrue"), "did you mean 'future'"),
-    (dict(model__embedding_readout="policy"), "config.model.embedding_readout"),
+    (dict(model__group_dropout__rate=1.5), "config.model.group_dropout.rate"),
 ])
 def test_each_bad_value_is_named_with_its_full_key(overrides, key):
   found = _problems(**overrides)

@@ -750,7 +750,7 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_t
   assert "drop video" in report["protocol"]["robustness"]["timeline_action"]["model"]
   assert report["protocol"]["generalization"]["heldout_activities"]["available"] is False
   md = (out_dir / "report.md").read_text()
-  assert f"Significant wins against both baselines: {summary['significant_wins']} of 12" in md
+  assert f"Significant wins against both baselines: {summary['significant_wins']} of 20" in md
   assert "model - handcrafted (95% CI)" in md and "supervised by" in md
   assert "timeline_action" in md and "label coverage" in md
   if sessions < 2:

@@ -225,6 +225,7 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   env = dict(train_env, XLA_FLAGS=train_env["XLA_FLAGS"].replace("count=8", "count=4"))
   workdir = tmp_path / "two"
   same = ["--config.train.eval_every=0", *only("procedure"), "--config.data.view_dropout=0",
+          "--config.model.group_dropout.rate=0",
           "--config.data.modality_dropout=0", "--config.model.modalities.language.dropout=0"]
 
   def run(steps: int) -> None:

@@ -188,10 +188,13 @@ def _objectives(c: _Checks) -> None:
     c.found.append("config.objectives: no objective has a positive weight; nothing would be "
                    "trained: give one a weight, e.g. --config.objectives.procedure.weight=1")
   readouts = list(c.config.model.fusion.readouts.keys())
-  embedding = c.value("model.embedding_readout")
-  if embedding not in readouts:
-    c.fail("model.embedding_readout", embedding, f"one of config.model.fusion.readouts "
-           f"({', '.join(readouts)})")
+  modalities = list(c.config.model.modalities.keys())
+  if c.config.model.get("group_dropout") is not None:
+    c.number("model.group_dropout.rate", 0.0, 1.0, fix="give a probability in [0, 1]")
+    for group, mods in c.config.model.group_dropout.groups.items():
+      if not mods or set(mods) - set(modalities):
+        c.fail(f"model.group_dropout.groups.{group}", tuple(mods),
+               f"a non-empty subset of the model's modalities ({', '.join(modalities)})")
   for name in enabled:
     readout = c.config.objectives[name].get("readout")
     # a readout the model lacks means the window embedding (objectives/heads.py `readout`);

@@ -41,6 +41,7 @@ class Context:
   target: the EMA encoder's output on batch["next"] (stop-gradient), or None.
   passes: {name: the trunk's output over a subset of modalities, on every k-th window}
     (the objectives' `side_passes`); {} when none was asked for.
+  pass_batch: the windows those passes saw (a sub-batch of `batch`), or {}.
   """
 
   batch: Mapping[str, Any]
@@ -48,6 +49,7 @@ class Context:
   keep: Mapping[str, Array]
   target: Optional[XEFMOutput] = None
   passes: Mapping[str, XEFMOutput] = flax.struct.field(default_factory=dict)
+  pass_batch: Mapping[str, Any] = flax.struct.field(default_factory=dict)
 
 
 class Objective(nn.Module):
@@ -71,8 +73,8 @@ class Objective(nn.Module):
     return None
 
   def side_passes(self) -> tuple[int, dict[str, tuple[str, ...]]]:
-    """(k, {pass name: modalities}): extra passes over windows 0, k, 2k, ... of the batch;
-    (1, {}) by default (none)."""
+    """(k, {pass name: modalities}): extra passes over one window in k of the batch (every
+    k-th of each device's rows: parallel.sharding.local_rows); (1, {}) by default."""
     return 1, {}
 
   def predict(self, ctx: Context) -> dict[str, Array]:

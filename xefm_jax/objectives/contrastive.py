@@ -10,8 +10,8 @@ it needs no all-gather softmax normaliser and tolerates masked rows and duplicat
 
   fused sides  the window embedding of a pass over one side of the window against that of
                a pass over another side (`sides`: the motion side, pose + mocap + IMU, and
-               the visual side, video + depth), on every `side_every`-th window of the
-               batch (two extra passes of the trunk over only those modalities:
+               the visual side, video + depth), on one in `side_every` of each device's
+               windows (two extra passes of the trunk over only those modalities:
                Pretrainer runs what `side_passes` asks for). This aligns what the suite's
                cross_modal_retrieval and misalignment_detection probe: the fused
                embeddings of the two sides of one window.
@@ -178,11 +178,9 @@ class Contrastive(base.Objective):
       side, side_valid = self._sides(ctx)
       a, b = self.side_names
       rows = ctx.passes[a].embedding.shape[0]
-      sub = jax.tree.map(lambda x: x[::c.side_every], dict(episode=ctx.batch["episode"],
-                                                           start=ctx.batch["start"]))
       loss, acc = heads.sigmoid_contrastive(
           side[a], side[b], jnp.eye(rows, dtype=jnp.bool_), side_valid, side_valid,
-          self.log_scale[-1], self.bias[-1], self._overlap(sub))
+          self.log_scale[-1], self.bias[-1], self._overlap(ctx.pass_batch))
       total, weights = total + c.side_weight * loss, weights + c.side_weight
       metrics["sides_loss"], metrics["sides_top1"] = loss, acc
     metrics["temperature"] = jnp.mean(jnp.exp(self.log_scale))

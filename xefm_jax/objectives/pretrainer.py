@@ -19,6 +19,7 @@ import ml_collections
 
 from xefm_jax.model import xefm
 from xefm_jax.objectives import base
+from xefm_jax.parallel import sharding
 
 Array = jax.Array
 
@@ -47,17 +48,19 @@ class Pretrainer(nn.Module):
       for name, k in (hidden or {}).items():
         keep[name] = keep[name] & k if name in keep else k
     out = self.model(batch, train=train, keep=keep or None)
-    passes = {}
+    passes, sub = {}, {}
     for head in self.heads.values() if side_passes else ():
       every, wanted = head.side_passes()
       if not wanted:
         continue
-      sub = jax.tree.map(lambda x: x[::every], batch)  # strided: stays spread over devices
+      shards = sharding.batch_shards()
+      sub = jax.tree.map(lambda x: sharding.local_rows(x, every, shards), batch)
       rows = jax.tree.leaves(sub)[0].shape[0]
       for name, mods in wanted.items():  # explicit drops: no dropout sampled in a side pass
         passes[name] = self.model(sub, train=train, modalities=mods,
                                   drop={m: jnp.zeros((rows,), jnp.bool_) for m in mods})
-    return base.Context(batch=batch, out=out, keep=keep, target=target, passes=passes)
+    return base.Context(batch=batch, out=out, keep=keep, target=target, passes=passes,
+                        pass_batch=sub)
 
   def __call__(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput] = None, *,
                train: bool = True) -> tuple[Array, dict[str, Array]]:

@@ -79,6 +79,28 @@ def batch_spec(rules: Rules) -> PartitionSpec:
   return nn.logical_to_mesh_axes(("activation_batch",), tuple(rules))
 
 
+def batch_shards() -> int:
+  """How many shards the batch axis has under the current mesh and rules context (the
+  product of the mesh axes "activation_batch" maps to); 1 outside a mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty:
+    return 1
+  spec = nn.logical_to_mesh_axes(("activation_batch",), nn.get_logical_axis_rules())[0]
+  axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def local_rows(x: jax.Array, every: int, shards: int) -> jax.Array:
+  """Every `every`-th row of each of the batch's `shards` contiguous blocks (at least one
+  per block), so the selection stays on the devices that hold it: a strided slice of the
+  global batch would move rows between devices whenever a block holds fewer than `every`
+  rows."""
+  local = x.shape[0] // shards
+  step, count = min(every, local), max(1, local // every)
+  blocks = x.reshape((shards, local) + x.shape[1:])  # (shards, local, ...)
+  return blocks[:, :step * count:step].reshape((shards * count,) + x.shape[1:])
+
+
 def batch_shardings(batch: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedSharding for each array of a (nested) batch: leading axis split, rest replicated."""
   sharding = NamedSharding(mesh, batch_spec(rules))
