@@ -229,8 +229,10 @@ def objectives_config() -> ml_collections.ConfigDict:
   # Weights: on configs/local.py every weighted loss starts at about 0.5-2.
   # current action, subtask, next action (t + next_horizon frames), transition (the shard's
   # per-frame label: a boundary within +-10 frames of now): the eval suite's definitions,
-  # from the `readout` tokens, on windows blind to their caption and not masked
-  o.procedure = ml_collections.ConfigDict(dict(weight=1.0, readout="window", next_horizon=20))
+  # from the `readout` tokens, on windows blind to their caption and not masked; hidden -1:
+  # linear heads (labels linearly readable from the readout), else an MLP (0: readout width)
+  o.procedure = ml_collections.ConfigDict(dict(weight=1.0, readout="window", next_horizon=20,
+                                               hidden=-1))
   # 4M / MultiMAE: in a `window_fraction` of the windows, hide `mask_ratio` of the tokens of
   # `modalities` with per-window modality budgets ~ Dirichlet(alpha) (every objective then
   # sees those windows masked); a light decoder (width 0: the model width up to max_width;
@@ -264,7 +266,8 @@ def objectives_config() -> ml_collections.ConfigDict:
       ego_weight=1.0, hands_weight=1.0))
   # left/right wrist contact (contacts > threshold) and the relevant-object set at now, from
   # the `readout` tokens, on windows blind to their caption and not masked
-  o.contact = ml_collections.ConfigDict(dict(weight=1.0, readout="window", threshold=0.5))
+  o.contact = ml_collections.ConfigDict(dict(weight=1.0, readout="window", threshold=0.5,
+                                             hidden=-1))
   # action chunks: the next `chunk` frames (<= data.future) of both wrists relative to the
   # current wrist plus the finger joints, in the pipeline's normalised units, from the
   # `readout` tokens

@@ -157,11 +157,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A classification task whose test labels occur in train for less than this fraction of
   # its test windows is flagged in the report (still scored and counted).
   c.min_label_coverage = 0.8
-  # Missing-modality robustness: each modality dropped in turn from every task input that
-  # has it (and more than it), and a random half of the camera views dropped; the probes
-  # fitted on full inputs are applied unchanged.
+  # Missing-modality robustness: each modality dropped in turn from the task inputs named in
+  # `inputs` (the whole window; add "motion", "visual" ... for theirs, at one test pass per
+  # dropped modality each), and a random half of the camera views dropped; the probes
+  # fitted on whole inputs are applied unchanged.
   c.robustness = ml_collections.ConfigDict(dict(
-      drop=("video", "audio", "depth", "pose", "mocap", "imu"), random_views=True))
+      inputs=("full",), drop=("video", "audio", "depth", "pose", "mocap", "imu"),
+      random_views=True))
   # The pretraining protocol's extras (model heads only).
   c.protocol = ml_collections.ConfigDict(dict(
       ego_horizons_s=(0.5, 1.0, 2.0), hand_horizon=10, retrieval_ks=(1, 5, 10),

@@ -34,6 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # noise), then train every enabled objective for a few minutes.
   c.data.synthesize.update(sessions=24, episodes_per_session=1, seconds=15.0)
   c.data.split = "train=0.5,val=0.25,test=0.25"
+  # fused-side alignment on half of the 8 windows of a step (4 pairs, not 2)
+  c.objectives.contrastive.side_every = 2
   c.optim.update(learning_rate=1e-3, warmup_steps=20)
   c.train.update(steps=150, log_every=10, eval_every=150, ckpt_every=75, keep=2,
                  ema_decay=0.99)

@@ -150,7 +150,9 @@ def _variants(eval_cfg: ml_collections.ConfigDict, names: tuple[str, ...]
   extra = {}
   rob = eval_cfg.robustness
   for v in list(used.values()):
-    extra.update(variants_lib.robustness_variants(v, tuple(rob.drop), bool(rob.random_views)))
+    if v.name in rob.inputs:
+      extra.update(variants_lib.robustness_variants(v, tuple(rob.drop),
+                                                    bool(rob.random_views)))
   if "with_language" in bases and "language" in names:
     extra["with_language"] = bases["with_language"]
   return used, extra

@@ -44,7 +44,7 @@ def targets(batch: Mapping[str, Any], threshold: float) -> dict[str, Array]:
 class Contact(base.Objective):
 
   def setup(self):
-    kw = dict(param_dtype=jnp.dtype(self.model_config.param_dtype))
+    kw = dict(hidden=self.config.hidden, param_dtype=jnp.dtype(self.model_config.param_dtype))
     self.heads = {"hand_contact": heads.MLPHead(2, **kw),
                   "objects": heads.MLPHead(self.data_config.num_objects, **kw)}
 

@@ -23,20 +23,25 @@ Array = jax.Array
 
 
 class MLPHead(nn.Module):
-  """x (..., D) -> (..., features): norm, one hidden layer (GELU), output projection."""
+  """x (..., D) -> (..., features): norm, one hidden layer (GELU), output projection.
+  hidden < 0: no hidden layer, a linear read-out of the normalised input (the supervised
+  label heads: what they teach the readout is then linearly readable, as the evaluation's
+  linear probes read it)."""
 
   features: int
-  hidden: int = 0  # 0: the input width
+  hidden: int = 0  # 0: the input width; < 0: none (linear)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   out_axis: str = "input"  # logical name of the output dim (vocab for token logits)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    hidden = self.hidden or x.shape[-1]
     x = layers.make_norm("layer", dtype=self.dtype, param_dtype=self.param_dtype,
                          name="norm")(x)
-    x = layers.DenseGeneral(hidden, ("embed", "mlp"), dtype=self.dtype,
+    if self.hidden < 0:
+      return layers.DenseGeneral(self.features, ("embed", self.out_axis), dtype=self.dtype,
+                                 param_dtype=self.param_dtype, name="out")(x)
+    x = layers.DenseGeneral(self.hidden or x.shape[-1], ("embed", "mlp"), dtype=self.dtype,
                             param_dtype=self.param_dtype, name="hidden")(x)
     x = nn.gelu(x)
     return layers.DenseGeneral(self.features, ("mlp", self.out_axis), dtype=self.dtype,

@@ -38,7 +38,8 @@ class Procedure(base.Objective):
 
   def setup(self):
     d = self.data_config
-    kw = dict(dtype=jnp.float32, param_dtype=jnp.dtype(self.model_config.param_dtype))
+    kw = dict(hidden=self.config.hidden, dtype=jnp.float32,
+              param_dtype=jnp.dtype(self.model_config.param_dtype))
     self.heads = {"action": heads.MLPHead(d.num_actions, **kw),
                   "subtask": heads.MLPHead(d.num_subtasks, **kw),
                   "next_action": heads.MLPHead(d.num_actions, **kw),
