@@ -26,6 +26,10 @@ from __future__ import annotations
 import pathlib
 import time
 
+from xefm_jax import host
+
+host.configure()  # XLA:CPU settings, before the first computation (xefm_jax/host.py)
+
 from absl import flags, logging
 import jax
 from ml_collections import config_flags

@@ -22,21 +22,13 @@ from __future__ import annotations
 import os
 import pathlib
 
-# XLA:CPU's concurrency-optimized scheduler lets the devices of one process start independent
-# collectives in different orders; each blocks a worker thread at its rendezvous and the
-# step deadlocks (seen with 8 CPU devices and every objective). CPU backend only; set
-# before jax reads XLA_FLAGS.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
+from xefm_jax import host
+
+host.configure()  # XLA:CPU settings, before the first computation (xefm_jax/host.py)
 
 from absl import flags, logging
 import jax
 
-# And with several CPU devices in a process, an asynchronously dispatched step can start on
-# some devices while the previous one still runs on others; the two executions' collectives
-# then wait on each other at their rendezvous (seen with 8 devices and the side passes).
-# Accelerators order executions per device. Set before the CPU client exists.
-jax.config.update("jax_cpu_enable_async_dispatch", False)
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 

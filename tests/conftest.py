@@ -5,15 +5,13 @@ twice."""
 
 import os
 
-# XLA:CPU's concurrency-optimized scheduler can start independent collectives in different
-# orders on different devices of one process, which deadlocks multi-device train steps
-# (xefm_jax/train; launch/train.py sets the same).
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    " --xla_cpu_enable_concurrency_optimized_scheduler=false"
-).strip()
+from xefm_jax import host  # imports no jax
+
+# The launchers' XLA:CPU settings (xefm_jax/host.py: no deadlocks, no aborts of slow
+# collectives on loaded cores), here for the tests that run steps in this process.
+os.environ["XLA_FLAGS"] = host.xla_flags(
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# and overlapping executions of one multi-device step deadlock too (launch/train.py)
 os.environ["JAX_CPU_ENABLE_ASYNC_DISPATCH"] = "false"
 
 import contextlib  # noqa: E402
@@ -75,9 +73,8 @@ def train_env(shared_dir) -> dict:
   env = dict(os.environ)
   env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(shared_dir / "jax-cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8 "
-                       "--xla_backend_optimization_level=0 "
-                       "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+             XLA_FLAGS=host.xla_flags("--xla_force_host_platform_device_count=8 "
+                                      "--xla_backend_optimization_level=0"))
   return env
 
 

@@ -64,6 +64,7 @@ import numpy as np
 import tqdm
 
 from data_pipelines.export import common
+from xefm_jax import host
 from xefm_jax.data import episode as episode_lib
 from xefm_jax.data import media
 from xefm_jax.data import shards
@@ -533,6 +534,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
+  host.configure()  # --checkpoint runs the model (xefm_jax/host.py)
   opts = Options(window_frames=args.window_frames, stride_frames=args.stride_frames,
                  context_frames=args.context_frames, max_video_frames=args.max_video_frames,
                  min_label_fraction=args.min_label_fraction, tile=args.tile,
