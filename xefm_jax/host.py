@@ -9,8 +9,8 @@ and TPU it changes nothing that they read.
   runs on others; the two executions' collectives then wait on each other (seen with 8
   devices and the side passes). Accelerators order executions per device.
 - Neither removes every hang: on a loaded 2-core machine an execution very rarely still
-  stops in an all-gather with devices at different collectives (seen once in a test run and
-  once in CI, both in the tiny model's steps); XLA then aborts the process after its
+  stop in an all-gather with devices at different collectives (2 of 4 reference runs of the
+  suite here, and once in CI); XLA then aborts the process after its
   collective timeout (40 s). A simulated-mesh limitation (NOTES.md), not one of GPU or TPU.
 """
 
