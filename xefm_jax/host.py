@@ -8,7 +8,7 @@ and TPU it changes nothing that they read.
 - An asynchronously dispatched step can start on some devices while the previous one still
   runs on others; the two executions' collectives then wait on each other (seen with 8
   devices and the side passes). Accelerators order executions per device.
-- Neither removes every hang: on a loaded 2-core machine an execution very rarely still
+- Neither removes every hang: on a loaded 2-core machine an execution can still
   stop in an all-gather with devices at different collectives (2 of 4 reference runs of the
   suite here, and once in CI); XLA then aborts the process after its
   collective timeout (40 s). A simulated-mesh limitation (NOTES.md), not one of GPU or TPU.
