@@ -7,12 +7,11 @@ import os
 
 from xefm_jax import host  # imports no jax
 
-# The launchers' XLA:CPU settings (xefm_jax/host.py: no deadlocks, no aborts of slow
-# collectives on loaded cores), here for the tests that run steps in this process.
-os.environ["XLA_FLAGS"] = host.xla_flags(
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+# The launchers' XLA:CPU settings (xefm_jax/host.py), for the tests that run steps in this
+# process and the subprocesses they start.
+os.environ.update(host.environment(
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["JAX_CPU_ENABLE_ASYNC_DISPATCH"] = "false"
 
 import contextlib  # noqa: E402
 import fcntl  # noqa: E402
@@ -73,8 +72,8 @@ def train_env(shared_dir) -> dict:
   env = dict(os.environ)
   env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(shared_dir / "jax-cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             XLA_FLAGS=host.xla_flags("--xla_force_host_platform_device_count=8 "
-                                      "--xla_backend_optimization_level=0"))
+             **host.environment("--xla_force_host_platform_device_count=8 "
+                                "--xla_backend_optimization_level=0"))
   return env
 
 

@@ -28,6 +28,12 @@ def xla_flags(existing: str = "") -> str:
   return " ".join(flags + [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in names])
 
 
+def environment(existing_xla_flags: str = "") -> dict[str, str]:
+  """The settings as environment variables: for a process about to start, or this one
+  before it imports jax (jax reads its config from the environment at import)."""
+  return {"XLA_FLAGS": xla_flags(existing_xla_flags), "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
+
+
 def configure() -> None:
   """Set the CPU settings of the module docstring. Call before the first computation (XLA
   reads XLA_FLAGS when the backend starts, not when jax is imported)."""
