@@ -69,6 +69,11 @@ def initialize_distributed() -> None:
     # executables; an XLA:CPU executable is not portable between the processes of a gloo
     # job (their collectives mismatch and abort), so multi-process CPU jobs compile afresh.
     jax.config.update("jax_enable_compilation_cache", False)
+  if jax.process_count() > 1:
+    # Orbax's barriers as the coordination service's (with timeouts), not as device
+    # collectives: a collective barrier launched between train steps is one more program
+    # whose order every process's collectives must agree on.
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
 
 
 def main(argv):

@@ -13,27 +13,16 @@ os.environ.update(host.environment(
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import contextlib  # noqa: E402
-import fcntl  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
+
+import train_runs  # noqa: E402
 
 # The shared corpus: 4 sessions x 2 episodes x 8 s, with the small profile's quirks, shredded
 # at the sizes of configs/local.py:tiny.
 RAW = dict(sessions=4, episodes_per_session=2, seconds=8.0, seed=3)
 SHRED = dict(video_size=16, depth_size=8, caption_len=8, episodes_per_shard=2)
-
-
-@contextlib.contextmanager
-def _locked(path: pathlib.Path):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +36,7 @@ def shared_dir(tmp_path_factory) -> pathlib.Path:
 def raw_corpus(shared_dir) -> pathlib.Path:
   from data_pipelines import synthesize
   raw = shared_dir / "raw"
-  with _locked(shared_dir / "raw.lock"):
+  with train_runs.locked(shared_dir / "raw.lock"):
     if not (raw / ".complete").exists():
       synthesize.synthesize(raw, progress=False, **RAW)
       (raw / ".complete").touch()
@@ -59,7 +48,7 @@ def shard_corpus(raw_corpus, shared_dir) -> pathlib.Path:
   from data_pipelines import shred
   from xefm_jax.data import shards
   out = shared_dir / "shards"
-  with _locked(shared_dir / "shards.lock"):
+  with train_runs.locked(shared_dir / "shards.lock"):
     if not (out / shards.MANIFEST_FILE).exists():
       shred.run(raw_corpus, out, options=shards.ShredOptions(**SHRED), progress=False)
   return out
@@ -67,14 +56,18 @@ def shard_corpus(raw_corpus, shared_dir) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def train_env(shared_dir) -> dict:
-  """Subprocess environment: 8 CPU devices, one compilation cache for the session, and
-  LLVM's cheapest optimisation level (tiny steps: compile time is all that matters)."""
+  """Subprocess environment: one CPU device, one compilation cache for the session, and
+  LLVM's cheapest optimisation level (tiny steps: compile time is all that matters).
+
+  Launcher runs use one device: on 2 cores a simulated 8-device step costs several times a
+  one-device step and its in-process collectives stall under load (NOTES.md). Sharding over
+  a mesh is tested in this process (test_parallel, test_train_step, restore onto other
+  meshes), across processes by the two-process run, and at eval on 2 devices."""
   env = dict(os.environ)
   env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(shared_dir / "jax-cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             **host.environment("--xla_force_host_platform_device_count=8 "
-                                "--xla_backend_optimization_level=0"))
-  return env
+             **host.environment("--xla_backend_optimization_level=0"))
+  return train_runs.with_devices(env, 1)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +76,7 @@ def reference(shared_dir, shard_corpus, train_env) -> pathlib.Path:
   session: the trainer's, evaluator's and notebook's tests read it."""
   from train_runs import finish, launch
   workdir = shared_dir / "train-reference"
-  with _locked(shared_dir / "train-reference.lock"):
+  with train_runs.locked(shared_dir / "train-reference.lock"):
     if not (workdir / "done").exists():
       proc = launch(workdir, shard_corpus, train_env, "--config.train.eval_every=4")
       finish(proc, workdir)
@@ -99,7 +92,7 @@ JSON_TASKS = dict(context_frames=40, max_video_frames=8, tile=(32, 24))
 def json_task_export(shard_corpus, shared_dir) -> pathlib.Path:
   from data_pipelines.export import json_tasks
   out = shared_dir / "json-tasks"
-  with _locked(shared_dir / "json-tasks.lock"):
+  with train_runs.locked(shared_dir / "json-tasks.lock"):
     if not (out / json_tasks.MANIFEST).exists():
       json_tasks.run(str(shard_corpus), str(out), json_tasks.Options(**JSON_TASKS),
                      progress=False)

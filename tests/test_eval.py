@@ -15,6 +15,7 @@ from configs import eval as eval_configs
 from configs import local
 from data_pipelines.export import common as export_common
 from model_helpers import host_params
+from train_runs import with_devices
 from xefm_jax.data import spec as spec_lib
 from xefm_jax.data import splits as splits_lib
 from xefm_jax.data import source as source_lib
@@ -666,12 +667,6 @@ def test_selection_keeps_pair_partners(shard_corpus):
 # ------------------------------------------------------------------------------ end to end
 
 
-# 2 devices (a mesh other than training's 8), and CPU collectives that wait for starved
-# device threads instead of aborting after 40 s on a loaded machine
-EVAL_ENV_DEVICES = ("--xla_force_host_platform_device_count=2 "
-                    "--xla_cpu_collective_call_terminate_timeout_seconds=900")
-
-
 @pytest.mark.xdist_group("reference_run")  # see test_train.REFERENCE_RUN
 def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_task_export,
                                                    tmp_path):
@@ -681,9 +676,7 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_t
   workdir = tmp_path / "run"
   for step in (6, 8):
     shutil.copytree(reference / "checkpoints" / str(step), workdir / "checkpoints" / str(step))
-  env = dict(train_env)
-  env["XLA_FLAGS"] = env["XLA_FLAGS"].replace(  # restored onto another mesh than training's
-      "--xla_force_host_platform_device_count=8", EVAL_ENV_DEVICES)
+  env = with_devices(train_env, 2)  # restored onto another mesh than training's
   cmd = [sys.executable, "launch/eval.py", "--config=configs/eval.py:quick",
          f"--workdir={workdir}", "--config.progress=false"]
   out = subprocess.run(cmd + ["--checkpoint=all"], cwd=ROOT, env=env, capture_output=True,

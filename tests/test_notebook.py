@@ -6,6 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from train_runs import with_devices
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "probe_representations.ipynb"
 
@@ -19,10 +21,7 @@ def test_probe_notebook_executes(reference, train_env, tmp_path, monkeypatch):
   monkeypatch.setenv("XEFM_NOTEBOOK_WINDOWS", "120")
   for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
     monkeypatch.setenv(key, train_env[key])
-  monkeypatch.setenv("XLA_FLAGS", train_env["XLA_FLAGS"].replace(
-      "--xla_force_host_platform_device_count=8",
-      "--xla_force_host_platform_device_count=2 "
-      "--xla_cpu_collective_call_terminate_timeout_seconds=900"))
+  monkeypatch.setenv("XLA_FLAGS", with_devices(train_env, 2)["XLA_FLAGS"])
   nb = nbformat.read(NOTEBOOK, as_version=4)
   NotebookClient(nb, timeout=600, kernel_name="python3",
                  resources={"metadata": {"path": str(ROOT)}}).execute()

@@ -1,6 +1,8 @@
 """Launcher runs for the tests: `python launch/train.py` as a real subprocess on the test
 corpus, with the flags every test run shares, and readers of what a run leaves behind."""
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import pathlib
@@ -19,6 +21,31 @@ FLAGS = ["--config=configs/local.py:tiny", "--config.train.log_every=1",
          # MFU against a fixed peak: measuring one costs seconds per launch
          "--config.train.peak_flops_per_device=2e10"]
 TIMEOUT = 600
+
+
+@contextlib.contextmanager
+def locked(path: pathlib.Path):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def with_devices(env: dict, count: int) -> dict:
+  """`env` with `count` simulated CPU devices. More than one device of one process on this
+  2-core machine means XLA:CPU in-process collectives; a device thread starved for longer
+  than XLA's collective timeout (40 s) aborts the process, so multi-device launcher runs
+  also get a patient timeout."""
+  flags = [f for f in env["XLA_FLAGS"].split()
+           if not f.startswith(("--xla_force_host_platform_device_count",
+                                "--xla_cpu_collective_call_terminate_timeout_seconds"))]
+  flags.append(f"--xla_force_host_platform_device_count={count}")
+  if count > 1:
+    flags.append("--xla_cpu_collective_call_terminate_timeout_seconds=900")
+  return dict(env, XLA_FLAGS=" ".join(flags))
 
 
 def launch_module(name: str):
