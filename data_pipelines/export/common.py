@@ -35,6 +35,8 @@ import time
 from collections import Counter
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
+
 from xefm_jax.data import shards
 from xefm_jax.data import source as source_lib
 
@@ -272,3 +274,114 @@ def check_package(root: str | os.PathLike) -> None:
   if problems:
     raise ExportError(f"{root}: {len(problems)} forbidden artifact(s) in a public package: "
                       + "; ".join(problems))
+
+
+# ------------------------------------------------------------------------ policy exports
+
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def episodes_by_split(corpus: source_lib.Corpus, split: str = "all") -> list[int]:
+  """Corpus episode indices, train first, then val, then test (each in manifest order), so
+  that an export numbering episodes in this order holds each split as one contiguous range."""
+  rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+  idx = [i for i, e in enumerate(corpus.episodes) if split in ("all", e["split"])]
+  return sorted(idx, key=lambda i: (rank.get(corpus.episodes[i]["split"], len(rank)), i))
+
+
+def read_view(path: pathlib.Path, hw: tuple[int, int], stride: int, n: int
+              ) -> tuple[np.ndarray, Optional[str]]:
+  """n frames (every `stride`-th from the first) of a raw MP4 at (height, width), RGB uint8;
+  frames the file does not have (missing, short or damaged) are black, and the second value
+  says why (None when all were read)."""
+  from xefm_jax.data import media
+  out = np.zeros((n,) + tuple(hw) + (3,), np.uint8)
+  if not path.is_file():
+    return out, f"{path}: not found"
+  try:
+    reader = media.VideoReader(path, size=hw, stride=stride)
+  except (media.MediaError, OSError) as e:
+    return out, str(e)
+  try:
+    for i in range(n):
+      out[i] = reader.read(1)[0]
+  except media.MediaError as e:
+    return out, str(e)
+  finally:
+    reader.close()
+  return out, None
+
+
+def add_task_flags(p: Any) -> None:
+  """--task-index/--task-count/--merge-only/--quiet, as the shredder and every export."""
+  p.add_argument("--task-index", type=int, default=0,
+                 help="this task's index in an array job (units i, i + n, ...)")
+  p.add_argument("--task-count", type=int, default=1, help="tasks in the array job")
+  p.add_argument("--merge-only", action="store_true",
+                 help="only merge the parts the tasks wrote")
+  p.add_argument("--quiet", action="store_true")
+
+
+def size_arg(text: str) -> tuple[int, int]:
+  """WIDTHxHEIGHT (even, >= 2) -> (width, height), for argparse."""
+  import argparse
+  try:
+    w, h = (int(x) for x in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+  if w < 2 or h < 2 or w % 2 or h % 2:
+    raise argparse.ArgumentTypeError(f"{text!r}: width and height must be even and >= 2")
+  return w, h
+
+
+def dir_bytes(root: str | os.PathLike) -> int:
+  return sum(p.stat().st_size for p in pathlib.Path(root).rglob("*") if p.is_file())
+
+
+UNKNOWN_TASK = "unknown"
+
+
+def task_table(labels: Any) -> list[str]:
+  """Every language string a policy export can use, fixed by the corpus' vocabularies (so
+  array tasks agree on the indices without talking): main tasks, subtasks, action classes,
+  then "unknown"; each once."""
+  out: list[str] = []
+  for name in (*labels.tasks, *labels.subtasks, *labels.actions, UNKNOWN_TASK):
+    if name not in out:
+      out.append(name)
+  return out
+
+
+def frame_language(labels: Any, stored: Mapping[str, np.ndarray], frames: np.ndarray
+                   ) -> tuple[list[str], list[str]]:
+  """Per exported frame: the main task (the activity) and the instruction (the current
+  subtask, else the current action class, else "unknown"), from the shard labels."""
+  def name(table, i):
+    return table[i] if 0 <= i < len(table) else None
+  tasks, instructions = [], []
+  for f in frames:
+    tasks.append(name(labels.tasks, int(stored["task"][f])) or UNKNOWN_TASK)
+    instructions.append(name(labels.subtasks, int(stored["subtask"][f]))
+                        or name(labels.actions, int(stored["action"][f])) or UNKNOWN_TASK)
+  return tasks, instructions
+
+
+def cli(name: str, out: str, call: Any, merged: Any) -> int:
+  """Runs an export's `call()` (a summary with merged, exported_now, failed_now) for its
+  main(): the error, or one line (`merged(summary)` once merged), and the exit status."""
+  try:
+    summary = call()
+  except ExportError as e:
+    print(f"{name}: {e}", file=sys.stderr)
+    return 1
+  if summary["merged"]:
+    print(f"{name}: {merged(summary)}")
+  else:
+    print(f"{name}: {summary['exported_now']} episodes exported; the merge waits for other "
+          f"tasks")
+  if summary["failed_now"]:
+    print(f"{name}: {summary['failed_now']} episodes failed (listed in "
+          f"{pathlib.Path(out) / PARTS / name})", file=sys.stderr)
+    return 1
+  return 0
