@@ -367,11 +367,26 @@ def frame_language(labels: Any, stored: Mapping[str, np.ndarray], frames: np.nda
   return tasks, instructions
 
 
-def cli(name: str, out: str, call: Any, merged: Any) -> int:
-  """Runs an export's `call()` (a summary with merged, exported_now, failed_now) for its
-  main(): the error, or one line (`merged(summary)` once merged), and the exit status."""
+def corpus_flags(p: Any) -> None:
+  """--shards, --out, --raw: what every export of the shard corpus reads and writes."""
+  p.add_argument("--shards", required=True, help="the shard corpus (its manifest's splits)")
+  p.add_argument("--out", required=True)
+  p.add_argument("--raw", help="raw episode root (default: the one the corpus came from)")
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+  return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def cli(name: str, run: Any, args: Any, opts: Any, argv: Sequence[str], merged: Any) -> int:
+  """An export's main() after parsing: `run(args.shards, args.out, opts, raw=, task=,
+  merge_only=, progress=, command=)` (a summary with merged, exported_now, failed_now); prints
+  the error, or one line (`merged(summary)` once merged); returns the exit status."""
   try:
-    summary = call()
+    summary = run(args.shards, args.out, opts, raw=args.raw,
+                  task=(args.task_index, args.task_count), merge_only=args.merge_only,
+                  progress=not args.quiet,
+                  command=[f"data_pipelines/export/{name}.py", *argv])
   except ExportError as e:
     print(f"{name}: {e}", file=sys.stderr)
     return 1
@@ -382,6 +397,6 @@ def cli(name: str, out: str, call: Any, merged: Any) -> int:
           f"tasks")
   if summary["failed_now"]:
     print(f"{name}: {summary['failed_now']} episodes failed (listed in "
-          f"{pathlib.Path(out) / PARTS / name})", file=sys.stderr)
+          f"{pathlib.Path(args.out) / PARTS / name})", file=sys.stderr)
     return 1
   return 0

@@ -232,9 +232,7 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--shards", required=True, help="the shard corpus (its manifest's splits)")
-  p.add_argument("--out", required=True)
-  p.add_argument("--raw", help="raw episode root (default: the one the corpus came from)")
+  common.corpus_flags(p)
   d = Options()
   p.add_argument("--horizon", type=int, default=d.horizon, help="windows ahead (H)")
   p.add_argument("--window-frames", type=int, default=d.window_frames)
@@ -253,14 +251,9 @@ def main(argv: Sequence[str]) -> int:
   opts = Options(horizon=args.horizon, window_frames=args.window_frames,
                  stride_frames=args.stride_frames, view=args.view, size=args.size,
                  clip_stride=args.clip_stride, split=args.split)
-  return common.cli(
-      "cosmos", args.out,
-      lambda: run(args.shards, args.out, opts, raw=args.raw,
-                  task=(args.task_index, args.task_count), merge_only=args.merge_only,
-                  progress=not args.quiet, command=["data_pipelines/export/cosmos.py", *argv]),
-      lambda s: (f"{s['records']} future-window pairs of {s['episodes']} episodes ("
-                 + ", ".join(f"{k} {v}" for k, v in s["split_counts"].items())
-                 + f") in {pathlib.Path(args.out) / DATASET}"))
+  return common.cli("cosmos", run, args, opts, argv, lambda s: (
+      f"{s['records']} future-window pairs of {s['episodes']} episodes "
+      f"({common.counts_text(s['split_counts'])}) in {pathlib.Path(args.out) / DATASET}"))
 
 
 if __name__ == "__main__":

@@ -325,9 +325,7 @@ def _frame_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--shards", required=True, help="the shard corpus (its manifest's splits)")
-  p.add_argument("--out", required=True)
-  p.add_argument("--raw", help="raw episode root (default: the one the corpus came from)")
+  common.corpus_flags(p)
   d = Options()
   p.add_argument("--views", default=",".join(d.views),
                  help=f"comma-separated views among {', '.join(xperience.VIEWS)}")
@@ -346,14 +344,9 @@ def main(argv: Sequence[str]) -> int:
   opts = Options(views=tuple(v for v in args.views.split(",") if v), size=args.size,
                  split=args.split, chunk=args.chunk, step=args.step, rotation=args.rotation,
                  fingers=args.fingers)
-  return common.cli(
-      "lerobot", args.out,
-      lambda: run(args.shards, args.out, opts, raw=args.raw,
-                  task=(args.task_index, args.task_count), merge_only=args.merge_only,
-                  progress=not args.quiet, command=["data_pipelines/export/lerobot.py", *argv]),
-      lambda s: (f"{s['episodes']} episodes, {s['frames']} frames ("
-                 + ", ".join(f"{k} {v}" for k, v in s["split_counts"].items())
-                 + f" episodes) in {args.out}"))
+  return common.cli("lerobot", run, args, opts, argv, lambda s: (
+      f"{s['episodes']} episodes, {s['frames']} frames "
+      f"({common.counts_text(s['split_counts'])} episodes) in {args.out}"))
 
 
 if __name__ == "__main__":
