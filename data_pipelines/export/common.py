@@ -27,6 +27,7 @@ format (../shared/DOWNSTREAM.md). Each one is a file of this package with a CLI,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -37,8 +38,10 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
+from xefm_jax.data import actions as actions_lib
 from xefm_jax.data import shards
 from xefm_jax.data import source as source_lib
+from xefm_jax.data import xperience
 
 EXPORT_VERSION = "export-1"
 PARTS = "parts"
@@ -400,3 +403,64 @@ def cli(name: str, run: Any, args: Any, opts: Any, argv: Sequence[str], merged: 
           f"{pathlib.Path(args.out) / PARTS / name})", file=sys.stderr)
     return 1
   return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyOptions:
+  """What a policy export (LeRobot, RLDS) fixes: the views and their size, the split, and
+  the hand action space (xefm_jax/data/actions.py)."""
+
+  views: tuple[str, ...] = ("stereo_left",)
+  size: tuple[int, int] = (320, 240)  # width, height
+  split: str = "all"
+  chunk: int = 16
+  step: int = 1
+  rotation: str = "rotvec"
+  fingers: str = "all"
+
+  def space(self, fps: float) -> actions_lib.ActionSpace:
+    return actions_lib.ActionSpace(chunk=self.chunk, step=self.step, rotation=self.rotation,
+                                   fingers=self.fingers, fps=fps)
+
+  def check(self, corpus: source_lib.Corpus) -> actions_lib.ActionSpace:
+    """The action space at the corpus' rate; an ExportError for unknown views or choices."""
+    if not self.views or any(v not in xperience.VIEWS for v in self.views):
+      raise ExportError(f"--views {','.join(self.views)}: expected some of "
+                        f"{', '.join(xperience.VIEWS)}")
+    try:
+      return self.space(corpus.options.fps)
+    except actions_lib.ActionError as e:
+      raise ExportError(str(e)) from None
+
+
+def policy_flags(p: Any, defaults: PolicyOptions = PolicyOptions()) -> None:
+  """The flags of PolicyOptions (--views, --size, --split, --chunk, --step, --rotation,
+  --fingers) with the corpus and task flags."""
+  corpus_flags(p)
+  p.add_argument("--views", default=",".join(defaults.views),
+                 help=f"comma-separated views among {', '.join(xperience.VIEWS)}")
+  p.add_argument("--size", type=size_arg, default=defaults.size, help="WIDTHxHEIGHT of frames")
+  p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+  p.add_argument("--chunk", type=int, default=defaults.chunk, help="actions per policy chunk")
+  p.add_argument("--step", type=int, default=defaults.step,
+                 help="corpus frames between actions")
+  p.add_argument("--rotation", default=defaults.rotation, choices=tuple(actions_lib.ROTATIONS))
+  p.add_argument("--fingers", default=defaults.fingers, choices=tuple(actions_lib.FINGERS))
+  add_task_flags(p)
+
+
+def policy_options(args: Any) -> dict[str, Any]:
+  """PolicyOptions' fields from parsed policy_flags."""
+  return dict(views=tuple(v for v in args.views.split(",") if v), size=args.size,
+              split=args.split, chunk=args.chunk, step=args.step, rotation=args.rotation,
+              fingers=args.fingers)
+
+
+def write_action_space(out: pathlib.Path, corpus: source_lib.Corpus,
+                       space: actions_lib.ActionSpace, order: Sequence[int]) -> dict[str, Any]:
+  """action_space.json, normalization_stats.json (train episodes only) and the retargeting
+  report over the exported episodes `order`, in `out`; returns the statistics."""
+  stats = actions_lib.compute_stats(corpus, space)
+  actions_lib.write(out, space, stats, actions_lib.retargeting_report(
+      corpus, space, {i: actions_lib.read_episode(corpus, i, space) for i in order}))
+  return stats

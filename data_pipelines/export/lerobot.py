@@ -66,19 +66,7 @@ EPISODES, MANIFEST = "meta/episodes.jsonl", "lerobot_manifest.json"
 STAT_KEYS = ("mean", "std", "min", "max", "q01", "q99")
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-  views: tuple[str, ...] = ("stereo_left",)
-  size: tuple[int, int] = (320, 240)  # width, height of the videos
-  split: str = "all"
-  chunk: int = 16
-  step: int = 1
-  rotation: str = "rotvec"
-  fingers: str = "all"
-
-  def space(self, fps: float) -> actions_lib.ActionSpace:
-    return actions_lib.ActionSpace(chunk=self.chunk, step=self.step, rotation=self.rotation,
-                                   fingers=self.fingers, fps=fps)
+Options = common.PolicyOptions
 
 
 def video_key(view: str) -> str:
@@ -231,10 +219,7 @@ def write_meta(out: pathlib.Path, corpus: source_lib.Corpus, opts: Options,
                rows: list[dict[str, Any]], tasks: Sequence[str], order: Sequence[int]) -> None:
   """Everything under meta/ once every episode is written."""
   space = opts.space(corpus.options.fps)
-  stats = actions_lib.compute_stats(corpus, space)
-  arrays = {i: actions_lib.read_episode(corpus, i, space) for i in order}
-  actions_lib.write(out / "meta", space, stats,
-                    actions_lib.retargeting_report(corpus, space, arrays))
+  stats = common.write_action_space(out / "meta", corpus, space, order)
   feats = features(space, opts)
   info = {
       "codebase_version": CODEBASE_VERSION, "robot_type": "human_hands_egocentric",
@@ -261,14 +246,7 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
         command: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """The whole export (module docstring); returns a summary."""
   corpus = common.open_corpus(shards_dir)
-  unknown = [v for v in opts.views if v not in xperience.VIEWS]
-  if unknown or not opts.views:
-    raise common.ExportError(f"--views {','.join(opts.views)}: expected some of "
-                             f"{', '.join(xperience.VIEWS)}")
-  try:
-    opts.space(corpus.options.fps)
-  except actions_lib.ActionError as e:
-    raise common.ExportError(str(e)) from None
+  opts.check(corpus)
   options = dataclasses.asdict(opts)
   job = common.Job(out, "lerobot", options, common.corpus_source(corpus), task=task,
                    command=command)
@@ -323,30 +301,14 @@ def _frame_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
   return dict(sorted(out.items()))
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  common.corpus_flags(p)
-  d = Options()
-  p.add_argument("--views", default=",".join(d.views),
-                 help=f"comma-separated views among {', '.join(xperience.VIEWS)}")
-  p.add_argument("--size", type=common.size_arg, default=d.size, help="WIDTHxHEIGHT of videos")
-  p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
-  p.add_argument("--chunk", type=int, default=d.chunk, help="actions per policy chunk")
-  p.add_argument("--step", type=int, default=d.step, help="corpus frames between actions")
-  p.add_argument("--rotation", default=d.rotation, choices=tuple(actions_lib.ROTATIONS))
-  p.add_argument("--fingers", default=d.fingers, choices=tuple(actions_lib.FINGERS))
-  common.add_task_flags(p)
-  return p.parse_args(argv)
-
-
 def main(argv: Sequence[str]) -> int:
-  args = parse_args(argv)
-  opts = Options(views=tuple(v for v in args.views.split(",") if v), size=args.size,
-                 split=args.split, chunk=args.chunk, step=args.step, rotation=args.rotation,
-                 fingers=args.fingers)
-  return common.cli("lerobot", run, args, opts, argv, lambda s: (
-      f"{s['episodes']} episodes, {s['frames']} frames "
-      f"({common.counts_text(s['split_counts'])} episodes) in {args.out}"))
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  common.policy_flags(p)
+  args = p.parse_args(argv)
+  return common.cli("lerobot", run, args, Options(**common.policy_options(args)), argv,
+                    lambda s: (f"{s['episodes']} episodes, {s['frames']} frames "
+                               f"({common.counts_text(s['split_counts'])} episodes) in "
+                               f"{args.out}"))
 
 
 if __name__ == "__main__":
