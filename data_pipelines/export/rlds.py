@@ -34,7 +34,8 @@ merges them: each part's shard of a split becomes shard j of that split (hard li
 merged dataset_info.json lists their lengths; the merged folder appears by a rename.
 
 TFRecord for Octo / OpenVLA: where TensorFlow is installed,
-`tfds convert_format --dataset_dir DIR/xperience_hands/1.0.0 --out_file_format tfrecord`.
+`tfds convert_format --dataset_dir DIR/xperience_hands/1.0.0 --out_file_format tfrecord
+--out_dir OUT/xperience_hands/1.0.0`.
 """
 
 from __future__ import annotations
@@ -242,7 +243,8 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
         "read_back": "tfds.builder_from_directory(DIR/xperience_hands/1.0.0)"
                      ".as_data_source(split)",
         "tfrecord": "tfds convert_format --dataset_dir DIR/xperience_hands/1.0.0 "
-                    "--out_file_format tfrecord (needs TensorFlow)",
+                    "--out_file_format tfrecord --out_dir OUT/xperience_hands/1.0.0 "
+                    "(needs TensorFlow)",
         "notes": ["Normalisation statistics (normalization_stats.json) come from train "
                   "episodes only; actions in the episodes are not normalised.",
                   "Holds derived images of gated data: not a public package."]}
