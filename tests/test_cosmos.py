@@ -49,6 +49,13 @@ def test_cosmos_export(shard_corpus, tmp_path):
       frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == stated and frames[0].shape == (24, 32, 3)
     assert (out / r["meta_path"]).read_text().strip() == r["prompt"] != ""
+    # the sensor bridge of both windows: rows of the episode's npz at their window ends
+    npz = np.load(out / r["sensor_features"]["path"])
+    now, later = r["sensor_features"], r["future_sensor_features"]
+    assert now["path"] == later["path"] and now["dim"] == npz["features"].shape[1] > 0
+    assert npz["ends"][now["index"]] == r["window"]["end_frame"]
+    assert npz["ends"][later["index"]] == r["future_window"]["end_frame"]
+    assert np.isfinite(npz["features"]).all()
     p = json.loads((out / r["poses_path"]).read_text())
     chunks = np.array(p["chunks"])
     assert chunks.shape == (-(-(stated - 1) // 8), 8, 9)

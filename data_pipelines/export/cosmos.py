@@ -4,6 +4,7 @@ layout, and camera-pose forward-dynamics targets.
     python data_pipelines/export/cosmos.py --shards SHARDS --out DIR [--raw RAW]
         [--horizon 5] [--window-frames 20] [--stride-frames 20] [--view stereo_left]
         [--size 320x240] [--clip-stride 1] [--split all|train|val|test]
+        [--checkpoint RUN[/checkpoints/STEP]]
         [--task-index I --task-count N] [--merge-only] [--quiet]
 
 Windows are those of the JSON tasks (data_pipelines/export/json_tasks.py): 20 frames at a
@@ -16,7 +17,11 @@ splits), one JSON line of dataset.jsonl (../shared/DOWNSTREAM.md):
   num_frames}, media / future_media {clip, view, first/last clip frame of the window},
   conditioning and future_target: the JSON-task labels of each window (action, subtask,
   objects, contact, transition, next_action; majority rule of json_tasks) and the question;
-  prompt (the clip's metas text), poses (the forward-dynamics file).
+  sensor_features / future_sensor_features {path, index, dim}: the sensor bridge of each
+  window, as in the JSON tasks (one npz per episode under sensor_features/: with
+  --checkpoint XEFM's window embeddings of depth, pose, mocap and IMU, else their
+  hand-crafted window statistics); prompt (the clip's metas text), poses_path (the
+  forward-dynamics file).
 
 Video-to-world layout (the Cosmos post-training tools):
   videos/<stem>.mp4   one clip per pair: one view (--view) at --size, H.264, every
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import pathlib
 import sys
 from fractions import Fraction
@@ -49,6 +55,7 @@ import tqdm
 
 from data_pipelines.export import common
 from data_pipelines.export import json_tasks
+from xefm_jax import host
 from xefm_jax.data import geometry
 from xefm_jax.data import shards
 from xefm_jax.data import source as source_lib
@@ -70,6 +77,10 @@ class Options:
   clip_stride: int = 1
   min_label_fraction: float = json_tasks.Options.min_label_fraction
   split: str = "all"
+
+  def bridge_options(self) -> json_tasks.Options:
+    return json_tasks.Options(window_frames=self.window_frames,
+                              stride_frames=self.stride_frames, split=self.split)
 
   @property
   def clip_frames(self) -> int:
@@ -110,7 +121,8 @@ def prompt(corpus: source_lib.Corpus, stored: dict, a: int, answer: dict) -> str
 
 
 def export_episode(out: pathlib.Path, corpus: source_lib.Corpus, index: int,
-                   raw: pathlib.Path, opts: Options) -> list[dict[str, Any]]:
+                   raw: pathlib.Path, opts: Options, bridge: json_tasks.Bridge
+                   ) -> list[dict[str, Any]]:
   """Every pair of corpus episode `index`, with its clip, prompt and poses written."""
   ep = corpus.episodes[index]
   s = corpus.options.frame_stride
@@ -135,6 +147,20 @@ def export_episode(out: pathlib.Path, corpus: source_lib.Corpus, index: int,
 
   def span(k):
     return {"start_frame": starts[k], "end_frame": starts[k] + w - 1, "num_frames": w}
+
+  used = sorted({k for pair in pairs for k in pair})
+  features = bridge(index, [starts[k] + w - 1 for k in used])
+  npz = out / "sensor_features" / f"{key}_sensor_features.npz"
+  with common.atomic(npz) as tmp:
+    with open(tmp, "wb") as fh:
+      np.savez_compressed(fh, features=features, windows=np.array(used, np.int64),
+                          starts=np.array([starts[k] for k in used], np.int64),
+                          ends=np.array([starts[k] + w - 1 for k in used], np.int64))
+  row_of = {k: n for n, k in enumerate(used)}
+
+  def sensor(k):
+    return {"path": str(npz.relative_to(out)), "index": row_of[k],
+            "dim": int(features.shape[1])}
 
   rows = []
   for k, f in pairs:
@@ -176,6 +202,7 @@ def export_episode(out: pathlib.Path, corpus: source_lib.Corpus, index: int,
         "conditioning": {"question": QUESTION, **{k2: v for k2, v in now.items()
                                                   if k2 != "evidence_window"}},
         "future_target": {k2: v for k2, v in later.items() if k2 != "evidence_window"},
+        "sensor_features": sensor(k), "future_sensor_features": sensor(f),
         "prompt": text, "meta_path": f"metas/{stem}.txt", "poses_path": f"poses/{stem}.json",
     })
   return rows
@@ -183,9 +210,11 @@ def export_episode(out: pathlib.Path, corpus: source_lib.Corpus, index: int,
 
 def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str] = None,
         task: tuple[int, int] = (0, 1), merge_only: bool = False, progress: bool = True,
-        command: Optional[Sequence[str]] = None) -> dict[str, Any]:
+        command: Optional[Sequence[str]] = None, checkpoint: Optional[str] = None
+        ) -> dict[str, Any]:
   """The whole export (module docstring); returns a summary."""
   corpus = common.open_corpus(shards_dir)
+  ckpt = json_tasks.resolve_checkpoint(checkpoint) if checkpoint else None
   s = corpus.options.frame_stride
   for flag, v in (("--window-frames", opts.window_frames),
                   ("--stride-frames", opts.stride_frames)):
@@ -197,7 +226,8 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
   if opts.horizon < 1:
     raise common.ExportError(f"--horizon {opts.horizon}: must be at least 1")
   job = common.Job(out, "cosmos", dataclasses.asdict(opts), common.corpus_source(corpus),
-                   task=task, command=command)
+                   task=task, command=command,
+                   checkpoint=({"run": str(ckpt[0]), "step": ckpt[1]} if ckpt else None))
   units = {common.episode_key(corpus.episodes[i]["episode"]): i
            for i in common.episodes_by_split(corpus, opts.split)}
   if not units:
@@ -206,9 +236,10 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
   done = 0
   if todo:
     raw_dir = common.raw_root(corpus, raw)
+    bridge = json_tasks.Bridge(corpus, opts.bridge_options(), ckpt)
     for unit in tqdm.tqdm(todo, desc="cosmos", unit="episode", disable=not progress):
       try:
-        rows = export_episode(job.out, corpus, units[unit], raw_dir, opts)
+        rows = export_episode(job.out, corpus, units[unit], raw_dir, opts, bridge)
       except (shards.ShardError, OSError) as e:
         job.fail(unit, f"{type(e).__name__}: {e}")
         continue
@@ -222,6 +253,9 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
                "frames_per_clip": opts.clip_frames, "fps": xperience.FPS / opts.clip_stride,
                "codec": "h264"},
       "forward_dynamics": {"action_dim": 9, "chunk_size": CHUNK},
+      "sensor_bridge": {"modalities": list(json_tasks.BRIDGE_MODALITIES),
+                        "content": ("xefm window embeddings" if ckpt else
+                                    "hand-crafted window statistics")},
       "notes": ["A future window never leaves its episode (so never its split).",
                 "Holds derived video of gated data: not a public package."]}, MANIFEST)
   return {"episodes": len(units), "exported_now": done, "failed_now": len(todo) - done,
@@ -242,16 +276,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--clip-stride", type=int, default=d.clip_stride,
                  help="keep every n-th frame in a clip")
   p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+  p.add_argument("--checkpoint", help="RUN or RUN/checkpoints/STEP: XEFM embeddings as the "
+                 "sensor bridge")
   common.add_task_flags(p)
   return p.parse_args(argv)
 
 
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
+  host.configure()  # the sensor bridge computes with jax (xefm_jax/host.py)
   opts = Options(horizon=args.horizon, window_frames=args.window_frames,
                  stride_frames=args.stride_frames, view=args.view, size=args.size,
                  clip_stride=args.clip_stride, split=args.split)
-  return common.cli("cosmos", run, args, opts, argv, lambda s: (
+  export = functools.partial(run, checkpoint=args.checkpoint)
+  return common.cli("cosmos", export, args, opts, argv, lambda s: (
       f"{s['records']} future-window pairs of {s['episodes']} episodes "
       f"({common.counts_text(s['split_counts'])}) in {pathlib.Path(args.out) / DATASET}"))
 
