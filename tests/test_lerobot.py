@@ -7,6 +7,7 @@ import json
 import av
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from data_pipelines.export import common
 from data_pipelines.export import lerobot
@@ -94,3 +95,12 @@ def test_lerobot_export_reads_back(shard_corpus, tmp_path):
   assert json.loads((meta / "action_space.json").read_text())["rate_hz"] == 10.0
   manifest = json.loads((out / lerobot.MANIFEST).read_text())
   assert manifest["episode_split_counts"] == {"test": 2, "train": 4, "val": 2}
+  # a view the raw episode lacks (a quirk of the fixture) is black and reported
+  for e in eps:
+    views = by_name[e["source_episode_id"]][1]["views"]
+    assert set(e["video_errors"]) == set(opts.views) - set(views)
+  # bad options are refused naming the flag; other options in the same folder too
+  with pytest.raises(common.ExportError, match="--views stereo_up"):
+    lerobot.run(str(shard_corpus), str(tmp_path / "bad"), lerobot.Options(views=("stereo_up",)))
+  with pytest.raises(common.ExportError, match="other options"):
+    lerobot.run(str(shard_corpus), str(out), lerobot.Options(step=3), progress=False)

@@ -41,6 +41,7 @@ def test_rlds_export_reads_back_without_tensorflow(shard_corpus, tmp_path):
   meta = {k: v.decode() for k, v in episode["episode_metadata"].items()}
   ci, ep = by_key[meta["episode_id"]]
   assert meta["split"] == "train" and meta["file_path"] == ep["episode"]
+  assert (meta["video_errors"] == "") == ("stereo_left" in ep["views"])
   steps = list(episode["steps"])
   n = len(range(0, ep["length"], 2))
   assert len(steps) == n

@@ -21,7 +21,8 @@ with `as_data_source()` / `tfds.data_source` with no TensorFlow installed). Each
     is_first, is_last, is_terminal (the last step: the demonstration ends), reward (1.0 on
     the last step, else 0: a completed human demonstration), discount (1.0)
   episode_metadata: file_path (the episode folder relative to the raw root), episode_id,
-    session, split, task (the main task)
+    session, split, task (the main task), video_errors (views read as black frames: missing,
+    short or damaged files; empty when none)
 
 Layout: DIR/xperience_hands/1.0.0/ (dataset_info.json, features.json, and
 xperience_hands-<split>.array_record-<i>-of-<n> shards) beside action_space.json,
@@ -117,7 +118,9 @@ class XperienceHands(tfds.core.GeneratorBasedBuilder):
             "episode_metadata": tfds.features.FeaturesDict({
                 "file_path": tfds.features.Text(), "episode_id": tfds.features.Text(),
                 "session": tfds.features.Text(), "split": tfds.features.Text(),
-                "task": tfds.features.Text()})}),
+                "task": tfds.features.Text(),
+                "video_errors": tfds.features.Text(
+                    doc="views that could not be read (black frames), empty if none")})}),
         supervised_keys=None)
 
   def _split_generators(self, dl_manager):
@@ -138,11 +141,13 @@ class XperienceHands(tfds.core.GeneratorBasedBuilder):
     n = len(arr["frame_index"])
     main, instr = common.frame_language(self.corpus.labels, stored, arr["frame_index"])
     w, h = self.opts.size
-    views = {}
+    views, errors = {}, []
     for v in self.opts.views:
-      rgb, _ = common.read_view(self.raw / ep["episode"] / f"{v}{xperience.VIDEO_SUFFIX}",
-                                (h, w), self.corpus.options.frame_stride * self.opts.step, n)
+      rgb, err = common.read_view(self.raw / ep["episode"] / f"{v}{xperience.VIDEO_SUFFIX}",
+                                  (h, w), self.corpus.options.frame_stride * self.opts.step, n)
       views[v] = [jpeg(f, self.opts.jpeg_quality) for f in rgb]
+      if err:
+        errors.append(f"{v}: {err}")
     steps = [{
         "observation": {**{v: views[v][t] for v in views}, "state": arr["state"][t],
                         "state_mask": arr["state_mask"][t]},
@@ -152,7 +157,8 @@ class XperienceHands(tfds.core.GeneratorBasedBuilder):
         for t in range(n)]
     return {"steps": steps, "episode_metadata": {
         "file_path": ep["episode"], "episode_id": common.episode_key(ep["episode"]),
-        "session": ep["session"], "split": ep["split"], "task": main[0]}}
+        "session": ep["session"], "split": ep["split"], "task": main[0],
+        "video_errors": "; ".join(errors)}}
 
 
 def part_dir(out: pathlib.Path, task: tuple[int, int]) -> pathlib.Path:
