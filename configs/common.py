@@ -33,6 +33,11 @@ def data_config() -> ml_collections.ConfigDict:
   c.future = 40  # F future frames of low-dim streams (2 s)
   c.next_window = True
   c.caption_len = 24
+  # The hand action space of the policy exports and objective (xefm_jax/data/actions.py):
+  # `chunk` actions per prediction, `step` corpus frames apart, wrist rotation deltas as
+  # "rotvec" or "rot6d", "all" 20 finger joints or the 5 "tips".
+  c.actions = ml_collections.ConfigDict(dict(chunk=16, step=1, rotation="rotvec",
+                                             fingers="all"))
   c.num_objects = 64
   c.num_actions = 32
   c.num_subtasks = 128

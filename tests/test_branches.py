@@ -101,13 +101,13 @@ def test_split_policy_entrypoints_and_status_are_checked(shard_corpus, tmp_path,
   configs = _config_dir(tmp_path, "cosmos_world_model",
                         "  c.split_policy.unit = 'episode'\n"
                         "  c.split_policy.default_counts.test = 0\n"
-                        "  c.entrypoints.export = 'data_pipelines/export/cosmos.py'\n"
+                        "  c.entrypoints.export = 'data_pipelines/export/no_such_export.py'\n"
                         "  c.status = 'someday'\n")
   out = _validate(capsys, shard_corpus, tmp_path / "run", config_dir=configs)
   assert out.returncode == 1
   for text in ("split_policy must be the corpus' session split (unit 'session'",
                "split_policy.default_counts.test must be a positive count, got 0",
-               "entrypoint export data_pipelines/export/cosmos.py does not exist",
+               "entrypoint export data_pipelines/export/no_such_export.py does not exist",
                "status 'someday'"):
     assert text in out.stderr, text
   too_many = _config_dir(tmp_path / "b", "gemini_robotics",

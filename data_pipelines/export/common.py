@@ -27,6 +27,7 @@ format (../shared/DOWNSTREAM.md). Each one is a file of this package with a CLI,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -35,8 +36,12 @@ import time
 from collections import Counter
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
+
+from xefm_jax.data import actions as actions_lib
 from xefm_jax.data import shards
 from xefm_jax.data import source as source_lib
+from xefm_jax.data import xperience
 
 EXPORT_VERSION = "export-1"
 PARTS = "parts"
@@ -272,3 +277,190 @@ def check_package(root: str | os.PathLike) -> None:
   if problems:
     raise ExportError(f"{root}: {len(problems)} forbidden artifact(s) in a public package: "
                       + "; ".join(problems))
+
+
+# ------------------------------------------------------------------------ policy exports
+
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def episodes_by_split(corpus: source_lib.Corpus, split: str = "all") -> list[int]:
+  """Corpus episode indices, train first, then val, then test (each in manifest order), so
+  that an export numbering episodes in this order holds each split as one contiguous range."""
+  rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+  idx = [i for i, e in enumerate(corpus.episodes) if split in ("all", e["split"])]
+  return sorted(idx, key=lambda i: (rank.get(corpus.episodes[i]["split"], len(rank)), i))
+
+
+def read_view(path: pathlib.Path, hw: tuple[int, int], stride: int, n: int
+              ) -> tuple[np.ndarray, Optional[str]]:
+  """n frames (every `stride`-th from the first) of a raw MP4 at (height, width), RGB uint8;
+  frames the file does not have (missing, short or damaged) are black, and the second value
+  says why (None when all were read)."""
+  from xefm_jax.data import media
+  out = np.zeros((n,) + tuple(hw) + (3,), np.uint8)
+  if not path.is_file():
+    return out, f"{path}: not found"
+  try:
+    reader = media.VideoReader(path, size=hw, stride=stride)
+  except (media.MediaError, OSError) as e:
+    return out, str(e)
+  try:
+    for i in range(n):
+      out[i] = reader.read(1)[0]
+  except media.MediaError as e:
+    return out, str(e)
+  finally:
+    reader.close()
+  return out, None
+
+
+def add_task_flags(p: Any) -> None:
+  """--task-index/--task-count/--merge-only/--quiet, as the shredder and every export."""
+  p.add_argument("--task-index", type=int, default=0,
+                 help="this task's index in an array job (units i, i + n, ...)")
+  p.add_argument("--task-count", type=int, default=1, help="tasks in the array job")
+  p.add_argument("--merge-only", action="store_true",
+                 help="only merge the parts the tasks wrote")
+  p.add_argument("--quiet", action="store_true")
+
+
+def size_arg(text: str) -> tuple[int, int]:
+  """WIDTHxHEIGHT (even, >= 2) -> (width, height), for argparse."""
+  import argparse
+  try:
+    w, h = (int(x) for x in text.lower().split("x"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
+  if w < 2 or h < 2 or w % 2 or h % 2:
+    raise argparse.ArgumentTypeError(f"{text!r}: width and height must be even and >= 2")
+  return w, h
+
+
+def dir_bytes(root: str | os.PathLike) -> int:
+  return sum(p.stat().st_size for p in pathlib.Path(root).rglob("*") if p.is_file())
+
+
+UNKNOWN_TASK = "unknown"
+
+
+def task_table(labels: Any) -> list[str]:
+  """Every language string a policy export can use, fixed by the corpus' vocabularies (so
+  array tasks agree on the indices without talking): main tasks, subtasks, action classes,
+  then "unknown"; each once."""
+  out: list[str] = []
+  for name in (*labels.tasks, *labels.subtasks, *labels.actions, UNKNOWN_TASK):
+    if name not in out:
+      out.append(name)
+  return out
+
+
+def frame_language(labels: Any, stored: Mapping[str, np.ndarray], frames: np.ndarray
+                   ) -> tuple[list[str], list[str]]:
+  """Per exported frame: the main task (the activity) and the instruction (the current
+  subtask, else the current action class, else "unknown"), from the shard labels."""
+  def name(table, i):
+    return table[i] if 0 <= i < len(table) else None
+  tasks, instructions = [], []
+  for f in frames:
+    tasks.append(name(labels.tasks, int(stored["task"][f])) or UNKNOWN_TASK)
+    instructions.append(name(labels.subtasks, int(stored["subtask"][f]))
+                        or name(labels.actions, int(stored["action"][f])) or UNKNOWN_TASK)
+  return tasks, instructions
+
+
+def corpus_flags(p: Any) -> None:
+  """--shards, --out, --raw: what every export of the shard corpus reads and writes."""
+  p.add_argument("--shards", required=True, help="the shard corpus (its manifest's splits)")
+  p.add_argument("--out", required=True)
+  p.add_argument("--raw", help="raw episode root (default: the one the corpus came from)")
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+  return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def cli(name: str, run: Any, args: Any, opts: Any, argv: Sequence[str], merged: Any) -> int:
+  """An export's main() after parsing: `run(args.shards, args.out, opts, raw=, task=,
+  merge_only=, progress=, command=)` (a summary with merged, exported_now, failed_now); prints
+  the error, or one line (`merged(summary)` once merged); returns the exit status."""
+  try:
+    summary = run(args.shards, args.out, opts, raw=args.raw,
+                  task=(args.task_index, args.task_count), merge_only=args.merge_only,
+                  progress=not args.quiet,
+                  command=[f"data_pipelines/export/{name}.py", *argv])
+  except ExportError as e:
+    print(f"{name}: {e}", file=sys.stderr)
+    return 1
+  if summary["merged"]:
+    print(f"{name}: {merged(summary)}")
+  else:
+    print(f"{name}: {summary['exported_now']} episodes exported; the merge waits for other "
+          f"tasks")
+  if summary["failed_now"]:
+    print(f"{name}: {summary['failed_now']} episodes failed (listed in "
+          f"{pathlib.Path(args.out) / PARTS / name})", file=sys.stderr)
+    return 1
+  return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyOptions:
+  """What a policy export (LeRobot, RLDS) fixes: the views and their size, the split, and
+  the hand action space (xefm_jax/data/actions.py)."""
+
+  views: tuple[str, ...] = ("stereo_left",)
+  size: tuple[int, int] = (320, 240)  # width, height
+  split: str = "all"
+  chunk: int = 16
+  step: int = 1
+  rotation: str = "rotvec"
+  fingers: str = "all"
+
+  def space(self, fps: float) -> actions_lib.ActionSpace:
+    return actions_lib.ActionSpace(chunk=self.chunk, step=self.step, rotation=self.rotation,
+                                   fingers=self.fingers, fps=fps)
+
+  def check(self, corpus: source_lib.Corpus) -> actions_lib.ActionSpace:
+    """The action space at the corpus' rate; an ExportError for unknown views or choices."""
+    if not self.views or any(v not in xperience.VIEWS for v in self.views):
+      raise ExportError(f"--views {','.join(self.views)}: expected some of "
+                        f"{', '.join(xperience.VIEWS)}")
+    try:
+      return self.space(corpus.options.fps)
+    except actions_lib.ActionError as e:
+      raise ExportError(str(e)) from None
+
+
+def policy_flags(p: Any, defaults: PolicyOptions = PolicyOptions()) -> None:
+  """The flags of PolicyOptions (--views, --size, --split, --chunk, --step, --rotation,
+  --fingers) with the corpus and task flags."""
+  corpus_flags(p)
+  p.add_argument("--views", default=",".join(defaults.views),
+                 help=f"comma-separated views among {', '.join(xperience.VIEWS)}")
+  p.add_argument("--size", type=size_arg, default=defaults.size, help="WIDTHxHEIGHT of frames")
+  p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+  p.add_argument("--chunk", type=int, default=defaults.chunk, help="actions per policy chunk")
+  p.add_argument("--step", type=int, default=defaults.step,
+                 help="corpus frames between actions")
+  p.add_argument("--rotation", default=defaults.rotation, choices=tuple(actions_lib.ROTATIONS))
+  p.add_argument("--fingers", default=defaults.fingers, choices=tuple(actions_lib.FINGERS))
+  add_task_flags(p)
+
+
+def policy_options(args: Any) -> dict[str, Any]:
+  """PolicyOptions' fields from parsed policy_flags."""
+  return dict(views=tuple(v for v in args.views.split(",") if v), size=args.size,
+              split=args.split, chunk=args.chunk, step=args.step, rotation=args.rotation,
+              fingers=args.fingers)
+
+
+def write_action_space(out: pathlib.Path, corpus: source_lib.Corpus,
+                       space: actions_lib.ActionSpace, order: Sequence[int]) -> dict[str, Any]:
+  """action_space.json, normalization_stats.json (train episodes only) and the retargeting
+  report over the exported episodes `order`, in `out`; returns the statistics."""
+  stats = actions_lib.compute_stats(corpus, space)
+  actions_lib.write(out, space, stats, actions_lib.retargeting_report(
+      corpus, space, {i: actions_lib.read_episode(corpus, i, space) for i in order}))
+  return stats

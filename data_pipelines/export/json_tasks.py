@@ -493,14 +493,7 @@ def run(shards_dir: str, out: str, opts: Options = Options(), raw: Optional[str]
           "split_counts": manifest["split_counts"] if manifest else None}
 
 
-def _tile(text: str) -> tuple[int, int]:
-  try:
-    w, h = (int(x) for x in text.lower().split("x"))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
-  if w < 2 or h < 2 or w % 2 or h % 2:
-    raise argparse.ArgumentTypeError(f"{text!r}: width and height must be even and >= 2")
-  return w, h
+_tile = common.size_arg
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
