@@ -190,6 +190,12 @@ def optim_config() -> ml_collections.ConfigDict:
   # Microbatches per step: the global batch is split and gradients accumulated with a scan
   # inside the jitted step (activation memory of one microbatch; see train/step.py).
   o.grad_accum = 1
+  # Per parameter group, big_vision style: (regex, rule) pairs over parameter paths
+  # ("model/video/.*", "procedure/heads_action/out/kernel"); the first regex that matches
+  # the whole path decides, unmatched parameters train fully. Rules: "frozen" (no optimizer
+  # state, no gradient computed: the step does not differentiate them), "full", or a
+  # learning-rate scale (a float). E.g. (("model/video/.*", "frozen"), ("model/fusion/.*", 0.1)).
+  o.trainable = ()
   return o
 
 
