@@ -124,6 +124,11 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for name in mods:
     mods[name].encoder = encoder()
   m.modalities = mods
+  # Warm start (xefm_jax/train/warm_start.py): sources applied in order to a fresh state
+  # before the first step, each dict(path=..., mapping=((regex, target or "skip"), ...),
+  # step=...): an XEFM run (default mapping: every parameter to itself) or a big_vision
+  # .npz (e.g. a SigLIP image tower for modalities.video.tokenizer="video_vit").
+  m.init_from = ()
   return m
 
 

@@ -6,7 +6,8 @@ config.data.shards names a shard corpus whose label and vocabulary sizes are alr
 config.data (`with_corpus_sizes`; launch/train.py does both, after checking the config).
 The loop checks the shards it will read (config.data.verify_shards), restores the newest
 complete checkpoint in WORKDIR/checkpoints that restores if there is one (a damaged newer
-one is reported and set aside), else creates a fresh state, and runs to config.train.steps,
+one is reported and set aside), else creates a fresh state (warm-started from the sources
+of config.model.init_from, train/warm_start.py), and runs to config.train.steps,
 writing WORKDIR/metrics.jsonl and WORKDIR/tensorboard (process 0; a resumed run first drops
 the rows past its restored step), checkpoints, and on request a profiler trace in
 WORKDIR/profile. A SIGTERM saves the current step and returns; the next start resumes from
@@ -37,8 +38,10 @@ from xefm_jax.parallel import sharding
 from xefm_jax.train import checkpoint as checkpoint_lib
 from xefm_jax.train import flops as flops_lib
 from xefm_jax.train import metrics as metrics_lib
+from xefm_jax.train import optimizer
 from xefm_jax.train import state as state_lib
 from xefm_jax.train import step as step_lib
+from xefm_jax.train import warm_start
 
 LABEL_SIZES = ("num_objects", "num_actions", "num_subtasks", "num_tasks", "vocab_size")
 
@@ -154,7 +157,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     log("restored step %d from %s", restored, workdir / "checkpoints")
   else:
     state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
+    if config.model.get("init_from"):
+      state, _ = warm_start.apply(config, state)
   start = int(jax.device_get(state.step))
+  if config.optim.get("trainable"):
+    log("parameters per group (config.optim.trainable): %s", ", ".join(
+        f"{k} {v:,}" for k, v in optimizer.describe(plan.abstract.params, config.optim).items()))
 
   # The step, compiled ahead of time: its cost analysis gives the FLOPs for MFU.
   t0 = time.perf_counter()
