@@ -128,14 +128,21 @@ def _xefm_shapes(step_dir: pathlib.Path) -> dict[str, tuple[tuple[int, ...], Any
 
 def _npz_shapes(path: pathlib.Path) -> dict[str, tuple[tuple[int, ...], Any]]:
   """Shapes and dtypes from the .npy headers (no array is read)."""
+  fmt = np.lib.format
+  readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
   out = {}
   with zipfile.ZipFile(path) as z:
     for info in z.infolist():
       if not info.filename.endswith(".npy"):
         continue
       with z.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        shape, _, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+        version = fmt.read_magic(f)
+        if version in readers:
+          shape, _, dtype = readers[version](f)
+        else:  # a newer header version: read the array itself
+          f.seek(0)
+          array = fmt.read_array(f)
+          shape, dtype = array.shape, array.dtype
       out[info.filename[:-4]] = (tuple(shape), dtype)
   return out
 
