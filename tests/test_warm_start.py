@@ -188,7 +188,7 @@ def test_big_vision_vit_npz_into_the_video_tower(tmp_path):
           rng.normal(size=x.shape).astype(np.float32) * 0.3
           for n, x in targets.items() if n.startswith(prefix)}
   patches = jax.jit(VideoViTTokenizer(config=video, width=video.encoder.width).apply)(
-      {"params": warm_start._nested(flat)}, batch)  # noqa: SLF001
+      {"params": warm_start.nested(flat)}, batch)
   frames = batch["video"].astype(np.float64) * (2 / 255) - 1  # (B, V, T, H, W, 3)
   frames = np.where(batch["video_valid"][:, :, None, None, None, None], frames, 0)
   b, v, t = frames.shape[:3]

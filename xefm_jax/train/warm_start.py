@@ -86,7 +86,7 @@ def _flat(tree: Any) -> dict[str, Any]:
   return {optimizer.param_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _nested(flat: dict[str, Any]) -> dict:
+def nested(flat: dict[str, Any]) -> dict:
   out: dict = {}
   for name, x in flat.items():
     node = out
@@ -151,7 +151,7 @@ def _load_xefm(step_dir: pathlib.Path, plan: dict[str, str], targets: dict[str, 
                ) -> dict[str, jax.Array]:
   """The planned source parameters, each restored onto its target's sharding and dtype."""
   by_source = {s: targets[t] for t, s in plan.items()}
-  item = {"params": _nested({s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  item = {"params": nested({s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
                              for s, x in by_source.items()})}
   restored = ocp.PyTreeCheckpointer().restore(
       step_dir / "state", args=ocp.args.PyTreeRestore(
