@@ -65,6 +65,14 @@ def test_extracted_features_are_the_encoders_output(shard_corpus, tmp_path):
   np.testing.assert_allclose(np.swapaxes(got, 0, 1).reshape(want.shape), want,
                              rtol=1e-5, atol=1e-5)
 
+  # the tokenizer reading those features computes what it computes from the pixels
+  from_pixels = tokenizer.apply({"params": params}, batch)
+  from_features = tokenizer.apply({"params": params}, {
+      "video_features": np.swapaxes(got, 0, 1)[None], "video_valid": batch["video_valid"]})
+  np.testing.assert_allclose(from_features.embeddings, from_pixels.embeddings, rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(from_features.mask, from_pixels.mask)
+
   # another encoder: refused by the reader and by a re-run under the same name
   other = local.get_config("vit")
   with pytest.raises(features_lib.FeatureError, match="made by another encoder"):

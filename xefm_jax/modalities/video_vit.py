@@ -130,15 +130,36 @@ class ViT(nn.Module):
 @base.register("video_vit")
 class VideoViTTokenizer(video.VideoTokenizer):
   """(B, V, T, H, W, 3) uint8 + (B, V) view validity -> tubelet Patches via a per-frame ViT;
-  the fields, token layout and masked-modeling targets are the tubelet tokenizer's."""
+  the token layout and masked-modeling targets are the tubelet tokenizer's.
+
+  With "video_features" in the batch, (B, V, T, S, D) float32 ViT tokens extracted once by
+  data_pipelines/extract.py (xefm_jax/data/features.py), the ViT is not run: the frozen
+  tower's output is read instead of computed, and everything after it is the same.
+  """
+
+  fields = ("video_valid",)  # and "video" or "video_features"
 
   @nn.compact
   def __call__(self, batch: base.Batch) -> base.Patches:
-    x, valid = self.pixels(batch)  # [-1, 1]: big_vision's range
-    b, v, t, h, w, _ = x.shape
     tt, p, vit = self.config.tubelet, self.config.patch, self.config.vit
-    x = ViT(vit.width, vit.depth, vit.num_heads, vit.mlp_dim, p, dtype=self.dtype,
-            param_dtype=self.param_dtype, name="vit")(x.reshape(b * v * t, h, w, 3))
+    valid = batch["video_valid"]
+    if "video_features" in batch:
+      x = batch["video_features"]  # (B, V, T, S, D)
+      b, v, t = x.shape[:3]
+      base.check_divisible("video: frames", t, tt)
+      if x.shape[-1] != vit.width:
+        raise ValueError(f"video_features: {x.shape[-1]} channels, but the ViT of "
+                         f"config.model.modalities.video.vit is {vit.width} wide: the features "
+                         "come from another encoder")
+      x = x.astype(self.dtype).reshape(b * v * t, *x.shape[3:])
+    elif "video" in batch:
+      x, valid = self.pixels(batch)  # [-1, 1]: big_vision's range
+      b, v, t, h, w, _ = x.shape
+      x = ViT(vit.width, vit.depth, vit.num_heads, vit.mlp_dim, p, dtype=self.dtype,
+              param_dtype=self.param_dtype, name="vit")(x.reshape(b * v * t, h, w, 3))
+    else:
+      raise KeyError("modality 'video' (video_vit) reads window field 'video' or "
+                     "'video_features'; the batch has neither")
     x = einops.reduce(x, "(b v t tt) s d -> b v t s d", "mean", b=b, v=v, tt=tt)
     x = self.embed(x, "vit_projection")  # (B, V, t, S, E)
     return self.tubelets(x, valid)
