@@ -17,6 +17,9 @@ def data_config() -> ml_collections.ConfigDict:
   # Corpus. With `shards` unset and `raw` unset, the local run synthesizes a corpus.
   c.raw = ml_collections.FieldReference(None, field_type=str)  # raw episode root
   c.shards = ml_collections.FieldReference(None, field_type=str)  # shard corpus root
+  # Extracted video features (data_pipelines/extract.py) read instead of pixels: their
+  # name under SHARDS/features/ (None: pixels); also config.model.modalities.video.features
+  c.video_features = ml_collections.FieldReference(None, field_type=str)
   # Check the shards a run reads against what the shredder wrote (chunk files and their
   # sizes) before reading them: a missing chunk would read as zeros (data/shards.py).
   c.verify_shards = True
@@ -108,7 +111,8 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # already dropped by the pipeline (data.modality_dropout); language is dropped here, so
   # the supervised heads, captioning and text alignment get windows that did not see their
   # caption (a caption states the window's labels: they train on those windows only).
-  mods.video = ml_collections.ConfigDict(dict(tubelet=2, patch=16, dropout=0.0))
+  mods.video = ml_collections.ConfigDict(dict(tubelet=2, patch=16, dropout=0.0,
+                                              features=data.get_ref("video_features")))
   mods.audio = ml_collections.ConfigDict(dict(
       n_fft=512, win_length=400, hop_length=160, n_mels=64, fmin=20.0, fmax=8000.0,
       patch_time=10, patch_freq=16, dropout=0.0,

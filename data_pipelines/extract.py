@@ -31,7 +31,6 @@ from xefm_jax import host  # noqa: E402
 host.configure()  # XLA:CPU settings, before the first computation (xefm_jax/host.py)
 
 from absl import flags, logging  # noqa: E402
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -44,12 +43,7 @@ from xefm_jax.data import features as features_lib  # noqa: E402
 from xefm_jax.data import shards as shards_lib  # noqa: E402
 from xefm_jax.data import source as source_lib  # noqa: E402
 from xefm_jax.modalities import video_vit  # noqa: E402
-from xefm_jax.model.xefm import XEFM  # noqa: E402
-from xefm_jax.parallel import init as init_lib  # noqa: E402
-from xefm_jax.train import optimizer  # noqa: E402
 from xefm_jax.train import warm_start  # noqa: E402
-
-VIT_PREFIX = "model/video/tokenizer/vit/"
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _SHARDS = flags.DEFINE_string("shards", None, "Shard corpus (default: config.data.shards).")
@@ -59,35 +53,18 @@ _TASK_COUNT = flags.DEFINE_integer("task_count", 1, "Tasks of the array job.")
 _FRAMES = flags.DEFINE_integer("frames_per_batch", 64, "Frames (x views) per encoder call.")
 
 
-@functools.lru_cache(maxsize=4)
-def model_targets(model_json: str, window) -> dict[str, jax.ShapeDtypeStruct]:
-  """The model's parameter shapes by name (on one device): what init_from's mappings are
-  checked against, as in training. Cached: a process extracting several times traces once."""
-  model = XEFM(ml_collections.ConfigDict(json.loads(model_json)))
-  batch = init_lib.abstract_window_batch(window, 1)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return {"model/" + optimizer.param_name(p): jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                                     sharding=device)
-          for p, x in jax.tree_util.tree_flatten_with_path(nn.unbox(shapes))[0]}
-
-
 def encoder_params(config: ml_collections.ConfigDict, corpus: source_lib.Corpus
                    ) -> dict[str, np.ndarray]:
-  """The ViT's parameters {name below VIT_PREFIX: array}, from config.model.init_from."""
-  targets = model_targets(config.model.to_json(), corpus.window_spec(config.data))
-  loaded: dict[str, np.ndarray] = {}
-  for i, source in enumerate(tuple(config.model.get("init_from") or ())):
-    arrays, report = warm_start.load(source, targets, f"config.model.init_from[{i}]")
-    loaded.update({n: np.asarray(x) for n, x in arrays.items() if n.startswith(VIT_PREFIX)})
-    logging.info("%s", report.summary())
-  missing = sorted(n for n in targets if n.startswith(VIT_PREFIX) and n not in loaded)
-  if missing:
+  """The ViT's parameters {name below its prefix: array}, from config.model.init_from."""
+  data = config.data.copy_and_resolve_references()
+  data.video_features = None  # the encoder reads pixels (its features may not exist yet)
+  params = warm_start.vit_params(config, corpus.window_spec(data))
+  if not params:
     raise features_lib.FeatureError(
-        f"config.model.init_from: no source gives the encoder's parameters {missing[:4]}"
-        f"{' ...' if len(missing) > 4 else ''} ({len(missing)} of them); features of an "
-        "untrained encoder are of no use: give the checkpoint in config.model.init_from")
-  return {n[len(VIT_PREFIX):]: x for n, x in loaded.items()}
+        "config.model.init_from: no source gives the video ViT's parameters (model/video/"
+        "tokenizer/vit/...); features of an untrained encoder are of no use: give the "
+        "checkpoint in config.model.init_from")
+  return params
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,7 +111,7 @@ def extract_shard(root: pathlib.Path, name: str, shard: str, encode, params,
                                             frames_per_batch)).result()
     out[a:a + f].write(tokens).result()
   shards_lib.write_json_atomic(tmp / features_lib.PROVENANCE,
-                               dict(provenance, shard=shard, frames=frames))
+                               dict(provenance, shard=shard, shape=list(out.shape)))
   os.rename(tmp, done)
   return True
 

@@ -13,10 +13,12 @@ from configs import local
 from data_pipelines import extract
 from test_warm_start import BV_MAPPING, VIT, _big_vision_npz
 from xefm_jax.data import features as features_lib
+from xefm_jax.data import pipeline
 from xefm_jax.data import shards as shards_lib
 from xefm_jax.data import source as source_lib
+from xefm_jax.data import xperience
 from xefm_jax.modalities.video_vit import VideoViTTokenizer
-from xefm_jax.train import warm_start
+from xefm_jax.train import loop, warm_start
 
 
 def _config(npz):
@@ -83,3 +85,26 @@ def test_extracted_features_are_the_encoders_output(shard_corpus, tmp_path):
   _big_vision_npz(tmp_path / "vit.npz", patch, (size // patch) ** 2, np.random.default_rng(2))
   with pytest.raises(features_lib.FeatureError, match="other encoder parameters"):
     extract.run(config, root, "vit", 0, 2)
+
+  # training on the features: the loader's batches carry them instead of pixels, and the
+  # loop refuses features of another encoder
+  config.data.video_features = "vit"
+  _big_vision_npz(tmp_path / "vit.npz", patch, (size // patch) ** 2, np.random.default_rng(1))
+  corpus = source_lib.Corpus(root)
+  loop.check_video_features(config, corpus)  # the encoder that made them
+  batch = next(iter(pipeline.make_dataset(corpus, "train", config.data, train=False, seed=0)))
+  assert "video" not in batch and "video" not in batch["next"]
+  window = corpus.window_spec(config.data)
+  assert batch["video_features"].shape == (config.data.batch_size, len(window.views),
+                                           frames, *window.feature_shape)
+  e, start = int(batch["episode"][0]), int(batch["start"][0])
+  ep = corpus.episodes[e]
+  rows = features_lib.open_shard(root, "vit", ep["shard"], encoder)[
+      ep["offset"] + start:ep["offset"] + start + frames].read().result()
+  views = [xperience.VIEWS.index(v) for v in window.views]  # the shards' view axis
+  np.testing.assert_array_equal(batch["video_features"][0],
+                                np.swapaxes(rows[:, views], 0, 1) * batch["video_valid"][0][
+                                    :, None, None, None])
+  _big_vision_npz(tmp_path / "vit.npz", patch, (size // patch) ** 2, np.random.default_rng(3))
+  with pytest.raises(features_lib.FeatureError, match="other encoder parameters"):
+    loop.check_video_features(config, corpus)

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
+from xefm_jax.data import features as features_lib
 from xefm_jax.data import pipeline
 from xefm_jax.data import shards as shards_lib
 from xefm_jax.data import source as source_lib
@@ -58,6 +59,23 @@ def with_corpus_sizes(config: ml_collections.ConfigDict, corpus: source_lib.Corp
   window = corpus.window_spec(config.data)
   for name in LABEL_SIZES:
     config.data[name] = getattr(window, name)
+
+
+def check_video_features(config: ml_collections.ConfigDict, corpus: source_lib.Corpus
+                         ) -> None:
+  """Refuses extracted video features (config.data.video_features) made by another encoder
+  than the model's: another ViT, patch or dtype, or (when config.model.init_from gives the
+  ViT's weights) other weights."""
+  name = config.data.video_features
+  encoder = features_lib.encoder_description(config.model)
+  data = config.data.copy_and_resolve_references()
+  data.video_features = None
+  params = warm_start.vit_params(config, corpus.window_spec(data))
+  sha = features_lib.params_sha256(params) if params else None
+  for shard in corpus.manifest["shards"]:
+    features_lib.check(features_lib.folder(corpus.root, name) / shard["name"], encoder, sha)
+  log("video features '%s' checked: encoder %s, parameters %s", name, encoder,
+      sha or "not in config.model.init_from (unchecked)")
 
 
 def _duration(seconds: float) -> str:
@@ -142,6 +160,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     checked = corpus.verify(("train", "val") if cfg.eval_every else ("train",))
     log("shards checked against what the shredder wrote (chunk files and sizes): %d in "
         "%.2f s", len(checked), time.perf_counter() - t0)
+
+  if config.data.get("video_features"):
+    check_video_features(config, corpus)
 
   # Abstract shapes and shardings of everything the step touches.
   plan = step_lib.StepPlan.make(config, corpus.window_spec(config.data), mesh, rules)

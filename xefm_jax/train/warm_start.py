@@ -31,6 +31,8 @@ from the loaded trunk; the optimizer state stays fresh.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import pathlib
 import re
@@ -38,6 +40,7 @@ import zipfile
 from typing import Any, Optional
 
 from absl import logging
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -50,6 +53,7 @@ from xefm_jax.train.state import TrainState
 
 SKIP = "skip"
 IDENTITY = ((r".*", r"\g<0>"),)
+VIT_PREFIX = "model/video/tokenizer/vit/"  # modalities/video_vit.py's per-frame ViT
 
 
 class WarmStartError(errors.Error):
@@ -191,9 +195,11 @@ def compile_mapping(mapping: Any, where: str) -> tuple[tuple[re.Pattern, str], .
 
 
 def plan_mapping(source: dict[str, tuple[tuple[int, ...], Any]], targets: dict[str, Any],
-                 mapping: tuple[tuple[re.Pattern, str], ...], where: str
-                 ) -> tuple[dict[str, str], list[str]]:
-  """({target name: source name}, skipped source names); every problem in one error."""
+                 mapping: tuple[tuple[re.Pattern, str], ...], where: str,
+                 absent_ok: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
+  """({target name: source name}, skipped source names); every problem in one error.
+  A target under one of the `absent_ok` prefixes that the model lacks is skipped (the
+  frozen ViT of a model that reads its extracted features instead)."""
   plan: dict[str, str] = {}
   skipped, problems = [], []
   for name, (shape, _) in sorted(source.items()):
@@ -208,7 +214,9 @@ def plan_mapping(source: dict[str, tuple[tuple[int, ...], Any]], targets: dict[s
       skipped.append(name)
       continue
     target = m.expand(to)
-    if target not in targets:
+    if target not in targets and target.startswith(absent_ok or ("\0",)):
+      skipped.append(name)
+    elif target not in targets:
       near = errors.closest(target, targets)
       problems.append(f"source parameter {name} {shape} maps to {target}, which this model "
                       "does not have" + (f" (did you mean {near}?)" if near else "")
@@ -229,8 +237,8 @@ def plan_mapping(source: dict[str, tuple[tuple[int, ...], Any]], targets: dict[s
 # --------------------------------------------------------------------------------- apply
 
 
-def load(source: Any, targets: dict[str, Any], where: str = "config.model.init_from[0]"
-         ) -> tuple[dict[str, jax.Array], Report]:
+def load(source: Any, targets: dict[str, Any], where: str = "config.model.init_from[0]",
+         absent_ok: tuple[str, ...] = ()) -> tuple[dict[str, jax.Array], Report]:
   """One source's arrays {target name: array on the target's sharding} and its report.
 
   targets: {this model's parameter name: an array or ShapeDtypeStruct with a sharding}.
@@ -248,12 +256,12 @@ def load(source: Any, targets: dict[str, Any], where: str = "config.model.init_f
     if not path.is_file():
       raise WarmStartError(f"{path}: no such file (config.model.init_from)")
     shapes = _npz_shapes(path)
-    plan, skipped = plan_mapping(shapes, targets, mapping, where)
+    plan, skipped = plan_mapping(shapes, targets, mapping, where, absent_ok)
     arrays = _load_npz(path, plan, targets)
   else:
     step_dir = xefm_step_dir(path, source.get("step"))
     where = f"{where.rsplit(' (', 1)[0]} ({step_dir})"
-    plan, skipped = plan_mapping(_xefm_shapes(step_dir), targets, mapping, where)
+    plan, skipped = plan_mapping(_xefm_shapes(step_dir), targets, mapping, where, absent_ok)
     arrays = _load_xefm(step_dir, plan, targets) if plan else {}
   report = Report(str(path), plan, skipped, sorted(set(targets) - set(plan)))
   return arrays, report
@@ -265,8 +273,10 @@ def apply(config: ml_collections.ConfigDict, state: TrainState
   one overriding an earlier), the EMA restarted from them; the reports are logged."""
   params = _flat(state.params)
   reports = []
+  # a model reading extracted video features has no ViT: its weights are the features'
+  absent_ok = (VIT_PREFIX,) if config.data.get("video_features") else ()
   for i, source in enumerate(tuple(config.model.get("init_from") or ())):
-    arrays, report = load(source, params, f"config.model.init_from[{i}]")
+    arrays, report = load(source, params, f"config.model.init_from[{i}]", absent_ok)
     params.update(arrays)
     reports.append(report)
     logging.info("%s", report.summary())
@@ -274,3 +284,37 @@ def apply(config: ml_collections.ConfigDict, state: TrainState
   names = list(_flat(state.params))
   new = jax.tree.unflatten(treedef, [params[n] for n in names])
   return state.replace(params=new, ema=jax.tree.map(jnp.copy, new["model"])), reports
+
+
+# ----------------------------------------------------- the frozen video encoder's weights
+
+
+@functools.lru_cache(maxsize=4)
+def pixel_model_targets(model_json: str, window) -> dict[str, jax.ShapeDtypeStruct]:
+  """The parameter shapes by name (on one device) of the model reading pixels (with its
+  ViT, when video features replace them in training): what extraction loads. Cached."""
+  from xefm_jax.model.xefm import XEFM  # noqa: PLC0415
+  from xefm_jax.parallel import init as init_lib  # noqa: PLC0415
+  model = XEFM(ml_collections.ConfigDict(json.loads(model_json)))
+  window = dataclasses.replace(window, video_features="", feature_shape=())
+  batch = init_lib.abstract_window_batch(window, 1)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), batch)["params"]
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return {"model/" + n: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
+          for n, x in _flat(nn.unbox(shapes)).items()}
+
+
+def vit_params(config: ml_collections.ConfigDict, window) -> dict[str, np.ndarray]:
+  """The video ViT's parameters {name below VIT_PREFIX: array} from config.model.init_from
+  (as training loads them); {} when no source gives any, an error when some are missing."""
+  targets = pixel_model_targets(config.model.to_json(), window)
+  loaded: dict[str, np.ndarray] = {}
+  for i, source in enumerate(tuple(config.model.get("init_from") or ())):
+    arrays, report = load(source, targets, f"config.model.init_from[{i}]")
+    loaded.update({n: np.asarray(x) for n, x in arrays.items() if n.startswith(VIT_PREFIX)})
+    logging.info("%s", report.summary())
+  missing = sorted(n for n in targets if n.startswith(VIT_PREFIX) and n not in loaded)
+  if loaded and missing:
+    raise WarmStartError(f"config.model.init_from: gives some of the video ViT's parameters "
+                         f"but not {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+  return {n[len(VIT_PREFIX):]: x for n, x in loaded.items()}
