@@ -189,13 +189,14 @@ class WindowSource:
       self._handles, self._pid = {}, os.getpid()
     if name not in self._handles:
       features = self.spec.video_features
-      self._handles[name] = {a.name: shards.open_array(self.root / name, a.name)
-                             for a in shards.ARRAYS if not (features and a.name == "video")}
+      handles = {a.name: shards.open_array(self.root / name, a.name)
+                 for a in shards.ARRAYS if not (features and a.name == "video")}
       if features:  # provenance is checked against the model once, by the training loop
-        self._handles[name]["video_features"] = ts.open(
+        handles["video_features"] = ts.open(
             {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(
                 features_lib.folder(self.root, features) / name / features_lib.ARRAY)}},
             open=True, read=True).result()
+      self._handles[name] = handles  # complete before another read thread can see it
     return self._handles[name]
 
   def _issue(self, index: int) -> dict[str, Any]:
