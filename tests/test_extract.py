@@ -30,7 +30,7 @@ def _config(npz):
 
 def test_extracted_features_are_the_encoders_output(shard_corpus, tmp_path):
   root = tmp_path / "shards"
-  shutil.copytree(shard_corpus, root)
+  shutil.copytree(shard_corpus, root, ignore=shutil.ignore_patterns("features"))
   config = _config(tmp_path / "vit.npz")
   size, patch = config.data.view_size, config.model.modalities.video.patch
   weights = _big_vision_npz(tmp_path / "vit.npz", patch, (size // patch) ** 2,
