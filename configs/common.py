@@ -17,6 +17,9 @@ def data_config() -> ml_collections.ConfigDict:
   # Corpus. With `shards` unset and `raw` unset, the local run synthesizes a corpus.
   c.raw = ml_collections.FieldReference(None, field_type=str)  # raw episode root
   c.shards = ml_collections.FieldReference(None, field_type=str)  # shard corpus root
+  # Extracted video features (data_pipelines/extract.py) read instead of pixels: their
+  # name under SHARDS/features/ (None: pixels); also config.model.modalities.video.features
+  c.video_features = ml_collections.FieldReference(None, field_type=str)
   # Check the shards a run reads against what the shredder wrote (chunk files and their
   # sizes) before reading them: a missing chunk would read as zeros (data/shards.py).
   c.verify_shards = True
@@ -113,7 +116,8 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # already dropped by the pipeline (data.modality_dropout); language is dropped here, so
   # the supervised heads, captioning and text alignment get windows that did not see their
   # caption (a caption states the window's labels: they train on those windows only).
-  mods.video = ml_collections.ConfigDict(dict(tubelet=2, patch=16, dropout=0.0))
+  mods.video = ml_collections.ConfigDict(dict(tubelet=2, patch=16, dropout=0.0,
+                                              features=data.get_ref("video_features")))
   mods.audio = ml_collections.ConfigDict(dict(
       n_fft=512, win_length=400, hop_length=160, n_mels=64, fmin=20.0, fmax=8000.0,
       patch_time=10, patch_freq=16, dropout=0.0,
@@ -129,6 +133,11 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for name in mods:
     mods[name].encoder = encoder()
   m.modalities = mods
+  # Warm start (xefm_jax/train/warm_start.py): sources applied in order to a fresh state
+  # before the first step, each dict(path=..., mapping=((regex, target or "skip"), ...),
+  # step=...): an XEFM run (default mapping: every parameter to itself) or a big_vision
+  # .npz (e.g. a SigLIP image tower for modalities.video.tokenizer="video_vit").
+  m.init_from = ()
   return m
 
 
@@ -195,6 +204,12 @@ def optim_config() -> ml_collections.ConfigDict:
   # Microbatches per step: the global batch is split and gradients accumulated with a scan
   # inside the jitted step (activation memory of one microbatch; see train/step.py).
   o.grad_accum = 1
+  # Per parameter group, big_vision style: (regex, rule) pairs over parameter paths
+  # ("model/video/.*", "procedure/heads_action/out/kernel"); the first regex that matches
+  # the whole path decides, unmatched parameters train fully. Rules: "frozen" (no optimizer
+  # state, no gradient computed: the step does not differentiate them), "full", or a
+  # learning-rate scale (a float). E.g. (("model/video/.*", "frozen"), ("model/fusion/.*", 0.1)).
+  o.trainable = ()
   return o
 
 

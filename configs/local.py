@@ -3,6 +3,9 @@
     python launch/model_summary.py --config=configs/local.py
     configs/local.py:tiny  is the test size (tests/): the smallest model that still has every
                            modality, two layers and two tensor shards.
+    configs/local.py:vit   (or tiny,vit) the video encoder's tokenizer is a per-frame ViT
+                           (modalities/video_vit.py), frozen: Stage 1's pretrained image tower;
+                           give its weights with config.model.init_from.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  ema_decay=0.99)
   c.train.rng_impl = "unsafe_rbg"  # CPU: initialisers compile ~2x faster than threefry
 
-  if arg == "tiny":  # tests: smallest shapes that still exercise everything
+  variants = set((arg or "").split(",")) - {""}
+  if unknown := variants - {"tiny", "vit"}:
+    raise ValueError(f"configs/local.py: unknown variant {sorted(unknown)} (have: tiny, vit)")
+  if "tiny" in variants:  # tests: smallest shapes that still exercise everything
     c.data.update(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,
                   vocab_size=100, batch_size=8)
     m.width = 32
@@ -52,6 +58,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.modalities.depth.update(tubelet=2, patch=4)  # 2 x 4 = 8 tokens
     m.modalities.audio.update(n_mels=16, n_fft=256, win_length=200, hop_length=80,
                               patch_time=10, patch_freq=8)  # 4 x 2 = 8 tokens
-  elif arg:
-    raise ValueError(f"configs/local.py: unknown variant {arg!r} (have: tiny)")
+  if "vit" in variants:  # a frozen per-frame ViT (big_vision's image tower) for video
+    video = m.modalities.video
+    video.tokenizer = "video_vit"
+    width = 16 if "tiny" in variants else 64
+    video.vit = ml_collections.ConfigDict(dict(width=width, depth=2, num_heads=2,
+                                               mlp_dim=2 * width))
+    c.optim.trainable = ((r"model/video/tokenizer/vit/.*", "frozen"),)
+    # the ViT sees every patch of a frame: hidden video tokens would leak (video_vit.py)
+    c.objectives.masked_modeling.modalities = tuple(
+        n for n in c.objectives.masked_modeling.modalities if n != "video")
   return c

@@ -86,6 +86,11 @@ def _optim(c: _Checks) -> None:
   c.number("optim.weight_decay", 0)
   c.number("optim.clip_norm", 0, fix="give a positive global norm, or 0 for no clipping")
   c.number("optim.grad_accum", 1, integer=True)
+  from xefm_jax.train import optimizer  # noqa: PLC0415 (jax-free checks stay import-light)
+  try:
+    optimizer.trainable_rules(c.config.optim)
+  except ValueError as e:
+    c.found.append(f"{e}; see configs/common.py optim_config")
   steps = c.value("train.steps")
   if warmup is not None and isinstance(steps, int) and 1 <= steps < warmup:
     c.fail("optim.warmup_steps", warmup, f"at most config.train.steps ({steps}): the "

@@ -89,7 +89,11 @@ def _inputs(raw: Mapping[str, np.ndarray], sl: slice, sig: slice, spec: spec_lib
   `sig` (both along axis 1)."""
   b, t = len(raw["pose"]), spec.frames
   views = [xperience.VIEWS.index(v) for v in spec.views]
-  video = np.stack([raw[f"video/{v}"][:, sl] for v in spec.views], 1)  # (B, V, T, h, w, 3)
+  if spec.video_features:  # (B, T, all views, S, D) -> (B, V, T, S, D)
+    key, video = "video_features", np.swapaxes(raw["video_features"][:, sl][:, :, views], 1, 2)
+  else:
+    key, video = "video", np.stack([raw[f"video/{v}"][:, sl] for v in spec.views], 1)
+  video = np.ascontiguousarray(video)  # (B, V, T, h, w, 3) or (B, V, T, S, D)
   video_valid = raw["video_valid"][:, sl][:, :, views].all(1)  # (B, V)
   _zero_masked(video, video_valid)
   audio_valid = raw["audio_valid"][:, sig].all(1)  # (B,)
@@ -107,7 +111,7 @@ def _inputs(raw: Mapping[str, np.ndarray], sl: slice, sig: slice, spec: spec_lib
   caption = raw["caption"][:, last].copy()  # (B, L)
   _zero_masked(caption, caption_valid)
   return {
-      "video": video, "video_valid": video_valid,
+      key: video, "video_valid": video_valid,
       "audio": audio, "audio_valid": audio_valid,
       "depth": norm.depth(raw["depth"][:, sl], depth_valid),
       "depth_confidence": confidence, "depth_valid": depth_valid,
@@ -175,7 +179,8 @@ def drop_inputs(batch: dict[str, Any], rng: np.random.Generator, view_dropout: f
     for field in MODALITIES[name]:
       mask = batch[field]
       batch[field] = mask & ~dropped[:, m].reshape((-1,) + (1,) * (mask.ndim - 1))
-  for field, mask in (("video", "video_valid"), ("audio", "audio_valid"),
+  video = "video_features" if "video_features" in batch else "video"
+  for field, mask in ((video, "video_valid"), ("audio", "audio_valid"),
                       ("depth", "depth_valid"), ("depth_confidence", "depth_valid"),
                       ("imu", "imu_valid"), ("hands", "hands_valid"), ("body", "body_valid"),
                       ("caption", "caption_valid")):

@@ -19,6 +19,7 @@ missing chunk.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 from typing import Any, Optional, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tensorstore as ts
 
+from xefm_jax.data import features as features_lib
 from xefm_jax.data import shards
 from xefm_jax.data import spec as spec_lib
 from xefm_jax.data import streams as streams_lib
@@ -105,10 +107,28 @@ class Corpus:
             f"--config.data.{field}={getattr(self.options, shred)} or re-shred the corpus "
             f"(shred.py --{shred.replace('_', '-')}={getattr(s, field)})")
     vocab = self.manifest["vocabularies"]
+    if s.video_features:
+      s = dataclasses.replace(s, feature_shape=self.feature_shape(s.video_features))
     return dataclasses.replace(
         s, num_objects=len(vocab["object"]), num_actions=len(vocab["action"]),
         num_subtasks=len(vocab["subtask"]), num_tasks=len(vocab["task"]),
         vocab_size=len(vocab["word"]), shard_stride=self.options.frame_stride)
+
+  def feature_shape(self, name: str) -> tuple[int, ...]:
+    """(S, D) of the extracted features `name`; every shard must have them, complete."""
+    shapes = set()
+    for shard in self.manifest["shards"]:
+      shard_dir = features_lib.folder(self.root, name) / shard["name"]
+      if not (shard_dir / features_lib.PROVENANCE).is_file():
+        raise shards.ShardError(
+            f"{shard_dir}: no features '{name}' for shard {shard['name']} (config.data."
+            "video_features); run data_pipelines/extract.py over the corpus first")
+      doc = json.loads((shard_dir / features_lib.PROVENANCE).read_text())
+      shapes.add(tuple(doc["shape"][2:]))
+    if len(shapes) != 1:
+      raise shards.ShardError(f"{features_lib.folder(self.root, name)}: shards' features "
+                              f"differ in shape {sorted(shapes)}; re-extract them")
+    return shapes.pop()
 
 
 class WindowSource:
@@ -168,8 +188,15 @@ class WindowSource:
     if self._pid != os.getpid():
       self._handles, self._pid = {}, os.getpid()
     if name not in self._handles:
-      self._handles[name] = {a.name: shards.open_array(self.root / name, a.name)
-                             for a in shards.ARRAYS}
+      features = self.spec.video_features
+      handles = {a.name: shards.open_array(self.root / name, a.name)
+                 for a in shards.ARRAYS if not (features and a.name == "video")}
+      if features:  # provenance is checked against the model once, by the training loop
+        handles["video_features"] = ts.open(
+            {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(
+                features_lib.folder(self.root, features) / name / features_lib.ARRAY)}},
+            open=True, read=True).result()
+      self._handles[name] = handles  # complete before another read thread can see it
     return self._handles[name]
 
   def _issue(self, index: int) -> dict[str, Any]:
@@ -179,7 +206,9 @@ class WindowSource:
     s = self.spec.frame_stride
     a = offset + int(self.starts[index])
     futures = {k: arrays[k][a:a + self.span_low:s].read() for k in LOW_DIM}
-    futures.update({k: arrays[k][a:a + self.span_frames:s].read() for k in FRAMES})
+    frames = FRAMES if not self.spec.video_features else (
+        "video_features", *(k for k in FRAMES if k != "video"))
+    futures.update({k: arrays[k][a:a + self.span_frames:s].read() for k in frames})
     futures.update({k: arrays[k][a:a + self.span_signal].read() for k in SIGNALS})
     futures["flags"] = arrays["flags"][a:a + self.span].read()
     return futures

@@ -52,6 +52,11 @@ class WindowSpec:
   num_subtasks: int = 128
   num_tasks: int = 32
   vocab_size: int = 6000  # caption word vocabulary, PAD/UNK/BOS/EOS included
+  # extracted video features (xefm_jax/data/features.py) read instead of pixels: their name
+  # under SHARDS/features/ ("" for pixels) and their per-view, per-frame shape (S, D),
+  # which the corpus knows (Corpus.window_spec)
+  video_features: str = ""
+  feature_shape: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, data_cfg: Any) -> "WindowSpec":
@@ -59,6 +64,7 @@ class WindowSpec:
     kw = {k: data_cfg[k] for k in fields if k in data_cfg}
     if "views" in kw:
       kw["views"] = tuple(kw["views"])
+    kw["video_features"] = kw.get("video_features") or ""
     return cls(**kw)
 
   @property
@@ -76,8 +82,13 @@ class WindowSpec:
 def _input_fields(s: WindowSpec, t: int) -> dict[str, tuple[tuple[int, ...], Any]]:
   """The model's input streams over t frames."""
   v, n = len(s.views), xperience.NUM_HAND_JOINTS
+  if s.video_features and not s.feature_shape:
+    raise ValueError(f"video features {s.video_features!r}: their shape is unknown; take the "
+                     "window from the corpus (Corpus.window_spec), which reads it")
+  video = (("video_features", ((v, t, *s.feature_shape), np.float32)) if s.video_features
+           else ("video", ((v, t, s.view_size, s.view_size, 3), np.uint8)))
   return {
-      "video": ((v, t, s.view_size, s.view_size, 3), np.uint8),
+      video[0]: video[1],  # uint8 pixels, or the frozen encoder's per-frame tokens
       "video_valid": ((v,), np.bool_),
       "audio": ((s.audio_samples * t // s.frames,), np.float32),
       "audio_valid": ((), np.bool_),

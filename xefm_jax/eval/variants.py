@@ -122,14 +122,17 @@ def apply(variant: Variant, batch: Mapping[str, Any], views: Sequence[str], seed
       continue
     for f in flags:
       out[f] = np.zeros_like(batch[f])
-    for f in values:
-      out[f] = np.zeros_like(batch[f])
+    for f in values + (("video_features",) if name == "video" else ()):
+      if f in batch:  # pixels, or the extracted features that replace them
+        out[f] = np.zeros_like(batch[f])
     if name == "pose":
       out["pose"] = np.broadcast_to(np.eye(4, dtype=batch["pose"].dtype),
                                     batch["pose"].shape).copy()
   if "video" in variant.modalities and (variant.views is not None or variant.random_views):
     keep = view_keep(variant, batch, views, seed) & batch["video_valid"]  # (B, V)
     out["video_valid"] = keep
-    out["video"] = np.where(keep[:, :, None, None, None, None], batch["video"], 0).astype(
-        batch["video"].dtype)
+    for f in ("video", "video_features"):  # (B, V, T, ...)
+      if f in batch:
+        x = batch[f]
+        out[f] = np.where(keep.reshape(keep.shape + (1,) * (x.ndim - 2)), x, 0).astype(x.dtype)
   return out

@@ -27,20 +27,31 @@ class VideoTokenizer(base.Tokenizer):
 
   fields = ("video", "video_valid")
 
+  def pixels(self, batch: base.Batch) -> tuple[jax.Array, jax.Array]:
+    """Frames (B, V, T, H, W, 3) in [-1, 1], zero where a view is missing, and the view
+    validity (B, V); the sizes checked against the tubelet and patch sizes."""
+    video, valid = batch["video"], batch["video_valid"]  # (B, V, T, H, W, 3), (B, V)
+    _, _, t, h, w, _ = video.shape
+    base.check_divisible("video: frames", t, self.config.tubelet)
+    base.check_divisible("video: height", h, self.config.patch)
+    base.check_divisible("video: width", w, self.config.patch)
+    x = video.astype(self.dtype) * (2.0 / 255.0) - 1.0  # [-1, 1]
+    return jnp.where(valid[:, :, None, None, None, None], x, 0), valid
+
   @nn.compact
   def __call__(self, batch: base.Batch) -> base.Patches:
-    video, valid = batch["video"], batch["video_valid"]  # (B, V, T, H, W, 3), (B, V)
-    _, v, t, h, w, _ = video.shape
+    x, valid = self.pixels(batch)
     tt, p = self.config.tubelet, self.config.patch
-    base.check_divisible("video: frames", t, tt)
-    base.check_divisible("video: height", h, p)
-    base.check_divisible("video: width", w, p)
-    x = video.astype(self.dtype) * (2.0 / 255.0) - 1.0  # [-1, 1]
-    x = jnp.where(valid[:, :, None, None, None, None], x, 0)
     x = einops.rearrange(x, "b v (t tt) (h ph) (w pw) c -> b v t (h w) (tt ph pw c)",
                          tt=tt, ph=p, pw=p)  # (B, V, t, S, tt*p*p*3)
     x = self.embed(x, "patch_embedding", input_axis="patch")  # (B, V, t, S, E)
-    num_t, num_s = t // tt, (h // p) * (w // p)
+    return self.tubelets(x, valid)
+
+  def tubelets(self, x: jax.Array, valid: jax.Array) -> base.Patches:
+    """Token contents (B, V, t, S, E) -> Patches with view and spatial embeddings, masks
+    and tubelet centres, ordered view, time, row, column."""
+    _, v, num_t, num_s, _ = x.shape
+    tt = self.config.tubelet
     position = (self.table("view_embedding", v)[:, None, None, :]
                 + self.table("spatial_position", num_s)[None, None, :, :])  # (V, 1, S, E)
     position = jnp.broadcast_to(position, (v, num_t, num_s, self.width))

@@ -6,7 +6,8 @@ config.data.shards names a shard corpus whose label and vocabulary sizes are alr
 config.data (`with_corpus_sizes`; launch/train.py does both, after checking the config).
 The loop checks the shards it will read (config.data.verify_shards), restores the newest
 complete checkpoint in WORKDIR/checkpoints that restores if there is one (a damaged newer
-one is reported and set aside), else creates a fresh state, and runs to config.train.steps,
+one is reported and set aside), else creates a fresh state (warm-started from the sources
+of config.model.init_from, train/warm_start.py), and runs to config.train.steps,
 writing WORKDIR/metrics.jsonl and WORKDIR/tensorboard (process 0; a resumed run first drops
 the rows past its restored step), checkpoints, and on request a profiler trace in
 WORKDIR/profile. A SIGTERM saves the current step and returns; the next start resumes from
@@ -28,6 +29,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
+from xefm_jax.data import features as features_lib
 from xefm_jax.data import pipeline
 from xefm_jax.data import shards as shards_lib
 from xefm_jax.data import source as source_lib
@@ -37,8 +39,10 @@ from xefm_jax.parallel import sharding
 from xefm_jax.train import checkpoint as checkpoint_lib
 from xefm_jax.train import flops as flops_lib
 from xefm_jax.train import metrics as metrics_lib
+from xefm_jax.train import optimizer
 from xefm_jax.train import state as state_lib
 from xefm_jax.train import step as step_lib
+from xefm_jax.train import warm_start
 
 LABEL_SIZES = ("num_objects", "num_actions", "num_subtasks", "num_tasks", "vocab_size")
 
@@ -55,6 +59,23 @@ def with_corpus_sizes(config: ml_collections.ConfigDict, corpus: source_lib.Corp
   window = corpus.window_spec(config.data)
   for name in LABEL_SIZES:
     config.data[name] = getattr(window, name)
+
+
+def check_video_features(config: ml_collections.ConfigDict, corpus: source_lib.Corpus
+                         ) -> None:
+  """Refuses extracted video features (config.data.video_features) made by another encoder
+  than the model's: another ViT, patch or dtype, or (when config.model.init_from gives the
+  ViT's weights) other weights."""
+  name = config.data.video_features
+  encoder = features_lib.encoder_description(config.model)
+  data = config.data.copy_and_resolve_references()
+  data.video_features = None
+  params = warm_start.vit_params(config, corpus.window_spec(data))
+  sha = features_lib.params_sha256(params) if params else None
+  for shard in corpus.manifest["shards"]:
+    features_lib.check(features_lib.folder(corpus.root, name) / shard["name"], encoder, sha)
+  log("video features '%s' checked: encoder %s, parameters %s", name, encoder,
+      sha or "not in config.model.init_from (unchecked)")
 
 
 def _duration(seconds: float) -> str:
@@ -140,6 +161,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     log("shards checked against what the shredder wrote (chunk files and sizes): %d in "
         "%.2f s", len(checked), time.perf_counter() - t0)
 
+  if config.data.get("video_features"):
+    check_video_features(config, corpus)
+
   # Abstract shapes and shardings of everything the step touches.
   plan = step_lib.StepPlan.make(config, corpus.window_spec(config.data), mesh, rules)
   batch_sharding, batch_shardings = plan.batch_sharding, plan.batch_shardings
@@ -154,7 +178,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
     log("restored step %d from %s", restored, workdir / "checkpoints")
   else:
     state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
+    if config.model.get("init_from"):
+      state, _ = warm_start.apply(config, state)
   start = int(jax.device_get(state.step))
+  if config.optim.get("trainable"):
+    log("parameters per group (config.optim.trainable): %s", ", ".join(
+        f"{k} {v:,}" for k, v in optimizer.describe(plan.abstract.params, config.optim).items()))
 
   # The step, compiled ahead of time: its cost analysis gives the FLOPs for MFU.
   t0 = time.perf_counter()

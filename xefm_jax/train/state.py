@@ -97,9 +97,10 @@ def seed_data(config: ml_collections.ConfigDict) -> jax.Array:
 
 def _like_params(tree: PyTree, params: PyTree, param_shardings: PyTree,
                  other: NamedSharding) -> PyTree:
-  """Shardings for an optimizer state: a leaf that mirrors a parameter (the same dict path
-  below the state's tuples and named tuples, the same shape) is sharded like it; anything
-  else (step counts, scalars) gets `other`. Holds for any optax chain, masked or not."""
+  """Shardings for an optimizer state: a leaf that mirrors a parameter (its dict path below
+  the state's tuples, named tuples and group dicts ends with the parameter's path; the same
+  shape) is sharded like it; anything else (step counts, scalars) gets `other`. Holds for
+  any optax chain, masked or partitioned (multi_transform's {group: state} dicts)."""
   def dict_path(path) -> tuple:
     return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
   shapes = {dict_path(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
@@ -107,8 +108,12 @@ def _like_params(tree: PyTree, params: PyTree, param_shardings: PyTree,
              jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
 
   def pick(path, leaf):
-    key = dict_path(path)
-    return by_path[key] if key in by_path and shapes[key] == leaf.shape else other
+    full = dict_path(path)
+    for i in range(len(full)):
+      key = full[i:]
+      if key in by_path:
+        return by_path[key] if shapes[key] == leaf.shape else other
+    return other
   return jax.tree_util.tree_map_with_path(pick, tree)
 
 

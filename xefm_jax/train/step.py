@@ -9,6 +9,12 @@ optax update, the EMA update, and a guard: when the loss or the gradient norm is
 parameters, optimizer state and EMA stay as they were, `skipped` counts it, and `step`
 still advances (it counts batches, so the data and the rng stay aligned with it).
 
+Frozen parameters (config.optim.trainable) are not differentiated: the step takes the
+gradient with respect to the trained parameters only and passes the frozen ones in as
+constants, so a frozen tower has no backward pass, no gradient buffers and no accumulator;
+its zero "gradients" exist only to give the optimizer a full tree (set_to_zero ignores
+them, and XLA removes them).
+
 Randomness: the key of step s is fold_in(state.rng, s) (microbatch i: fold_in of that, i),
 so a resumed run draws the same masks and dropout as an uninterrupted one.
 """
@@ -62,6 +68,20 @@ def microbatches(batch: PyTree, k: int, batch_sharding: NamedSharding) -> PyTree
   return jax.tree.map(split_one, batch)
 
 
+def partition(tree: PyTree, frozen: list[bool]) -> tuple[list, list]:
+  """(trained leaves, frozen leaves) of `tree`, by the flat mask `frozen`."""
+  leaves = jax.tree.leaves(tree)
+  return ([x for x, f in zip(leaves, frozen) if not f],
+          [x for x, f in zip(leaves, frozen) if f])
+
+
+def combine(trained: list, frozen_leaves: list, frozen: list[bool], treedef) -> PyTree:
+  """The inverse of `partition`."""
+  trained, frozen_leaves = iter(trained), iter(frozen_leaves)
+  return jax.tree.unflatten(treedef, [next(frozen_leaves) if f else next(trained)
+                                      for f in frozen])
+
+
 def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
                     lr: optax.Schedule, shardings: TrainState,
                     batch_sharding: NamedSharding) -> Callable[..., tuple[TrainState, Metrics]]:
@@ -71,8 +91,13 @@ def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransfo
   k = int(config.optim.grad_accum)
   decay = float(config.train.ema_decay)
   impl = config.train.rng_impl
+  treedef = jax.tree.structure(shardings.params)
+  frozen = jax.tree.leaves(optimizer.frozen_mask(shardings.params, config.optim))
+  trained_shardings = partition(shardings.params, frozen)[0]
 
-  def loss_fn(params, ema, batch, key):
+  def loss_fn(trained, frozen_leaves, ema, batch, key):
+    frozen_leaves = jax.lax.stop_gradient(frozen_leaves)
+    params = combine(trained, frozen_leaves, frozen, treedef)
     target = ema_target(config, ema, batch) if needs_target else None
     k_mask, k_drop = jax.random.split(key)
     return pretrainer.apply({"params": params}, batch, target, train=True,
@@ -81,23 +106,32 @@ def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransfo
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def gradients(params, ema, batch, key) -> tuple[PyTree, Metrics]:
+    """Gradients of the whole parameter tree (zeros where frozen) and the metrics."""
+    trained, frozen_leaves = partition(params, frozen)
+
+    def full(grads):
+      zeros = [jnp.zeros_like(x) for x in frozen_leaves]
+      return combine(grads, zeros, frozen, treedef)
+
     if k == 1:
-      (_, metrics), grads = grad_fn(params, ema, batch, key)
-      return grads, metrics
+      (_, metrics), grads = grad_fn(trained, frozen_leaves, ema, batch, key)
+      return full(grads), metrics
 
     def body(acc, xs):
       mb, i = xs
-      (_, metrics), grads = grad_fn(params, ema, mb, jax.random.fold_in(key, i))
+      (_, metrics), grads = grad_fn(trained, frozen_leaves, ema, mb,
+                                    jax.random.fold_in(key, i))
       return jax.tree.map(jnp.add, acc, (grads, metrics)), None
 
     micro = microbatches(batch, k, batch_sharding)
-    shapes = jax.eval_shape(grad_fn, params, ema, jax.tree.map(lambda x: x[0], micro), key)
+    shapes = jax.eval_shape(grad_fn, trained, frozen_leaves, ema,
+                            jax.tree.map(lambda x: x[0], micro), key)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), (shapes[1], shapes[0][1]))
-    # the fp32 accumulator lives on the parameters' shards
-    zeros = (jax.lax.with_sharding_constraint(zeros[0], shardings.params), zeros[1])
+    # the fp32 accumulator (trained parameters only) lives on the parameters' shards
+    zeros = (jax.lax.with_sharding_constraint(zeros[0], trained_shardings), zeros[1])
     (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(k)))
-    grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grads, params)
-    return grads, jax.tree.map(lambda m: m / k, metrics)
+    grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grads, trained)
+    return full(grads), jax.tree.map(lambda m: m / k, metrics)
 
   def train_step(state: TrainState, batch: PyTree) -> tuple[TrainState, Metrics]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=impl), state.step)
