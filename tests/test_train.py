@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import jax
 import numpy as np
@@ -233,15 +232,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-# An XLA:CPU gloo job can abort at a step with this message: one process's collective
-# received another's data (seen in about 1 of 3 runs of the test below, at its first step
-# and with identical programs; never with one process). Not a path of GPU or TPU runs,
-# whose collectives are NCCL's and the ICI's. NOTES.md has the runs.
-GLOO_MISMATCH = "Is there a distributed collective mismatch"
-
-
 def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_path):
-  """2 processes x 1 CPU device, gloo collectives; each reads half of every batch. One
+  """2 processes x 1 CPU device, gloo collectives, data parallel; each reads half of every
+  batch. (FSDP across gloo processes aborts at a step in about half the runs here, "Received
+  data size doesn't match expected size ... collective mismatch", with identical programs:
+  an XLA:CPU limitation, NOTES.md; FSDP across processes is GPU and TPU work.) One
   objective only (forecasting: trained on every window, so its loss and gradient are never
   zero, unlike the caption-blind-gated heads with language dropout off): the point is the
   processes, and each compiles its step. Its
@@ -250,29 +245,19 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   in order)."""
   env = train_env
   workdir = tmp_path / "two"
-  same = ["--config.train.eval_every=0", *only("forecasting"), "--config.data.view_dropout=0",
+  same = ["--config.train.eval_every=0", "--config.mesh.data=2", "--config.mesh.fsdp=1",
+          *only("forecasting"), "--config.data.view_dropout=0",
           "--config.model.group_dropout.rate=0",
           "--config.data.modality_dropout=0", "--config.model.modalities.language.dropout=0"]
 
   def run(steps: int) -> None:
-    for attempt in range(2):
-      port = _free_port()
-      procs = [launch(workdir, shard_corpus, env, f"--coordinator_address=localhost:{port}",
-                      "--num_processes=2", f"--process_id={i}",
-                      f"--config.train.steps={steps}", *same, log_name=f"process{i}.log")
-               for i in range(2)]
-      codes = [proc.wait(timeout=TIMEOUT) for proc in procs]
-      logs = [(workdir / f"process{i}.log").read_text(errors="replace") for i in range(2)]
-      if attempt == 0 and any(codes) and any(GLOO_MISMATCH in log for log in logs):
-        # XLA:CPU's gloo collectives: see GLOO_MISMATCH. The rerun resumes from the last
-        # checkpoint, which the test then checks like any other resume.
-        warnings.warn(f"gloo collective mismatch (XLA:CPU), rerunning to step {steps}")
-        for i in range(2):
-          (workdir / f"process{i}.log").rename(workdir / f"process{i}.aborted.log")
-        continue
-      for i, code in enumerate(codes):
-        assert code == 0, f"process {i} exit {code}:\n{tail(workdir, f'process{i}.log')}"
-      return
+    port = _free_port()
+    procs = [launch(workdir, shard_corpus, env, f"--coordinator_address=localhost:{port}",
+                    "--num_processes=2", f"--process_id={i}", f"--config.train.steps={steps}",
+                    *same, log_name=f"process{i}.log")
+             for i in range(2)]
+    for i, proc in enumerate(procs):
+      finish(proc, workdir, f"process{i}.log")
 
   run(4)
   data = workdir / "checkpoints" / "4" / "data"
