@@ -92,6 +92,7 @@ def test_future_retrieval_metrics_match_brute_force():
   chance = fr.chance(n)
   assert m["mrr"] < 4 * chance["mrr"] and m["median_rank"] > n / 4
 
+  assert ev.score(TASK, data_s, fr.HEAD, None) == m  # every test row once
   # integer weights = repeating units (the bootstrap's contract), median included
   w = np.random.default_rng(1).integers(0, 3, len(pred)).astype(float)
   mw = ev.metrics(TASK, data_s, pred, w)
