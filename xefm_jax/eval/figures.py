@@ -62,6 +62,15 @@ def confusion(true: np.ndarray, pred: np.ndarray, names: Sequence[str],
   return _save(fig, out_dir, "confusion_timeline_action.png")
 
 
+def _windows(corpus: source_lib.Corpus, data_cfg: Any, split: str
+             ) -> tuple[source_lib.WindowSource, dict[tuple[int, int], int]]:
+  """The split's windows at the eval's base stride and each (episode, start)'s index."""
+  src = source_lib.WindowSource(corpus, split, corpus.window_spec(data_cfg),
+                                int(data_cfg.window_stride))
+  return src, {(int(e), int(s)): i for i, (e, s) in enumerate(zip(src.episode_ids,
+                                                                   src.starts))}
+
+
 def _frame(src: source_lib.WindowSource, row_of: Mapping[tuple[int, int], int], episode: int,
            start: int, view: str) -> Optional[np.ndarray]:
   """The window's last context frame from `view`, or from the first view present then."""
@@ -79,9 +88,7 @@ def retrieval_examples(examples: Sequence[Mapping[str, Any]], store: Any,
                        out_dir: pathlib.Path, view: str = "stereo_left") -> Optional[str]:
   if not examples:
     return None
-  spec = corpus.window_spec(data_cfg)
-  src = source_lib.WindowSource(corpus, split, spec, int(data_cfg.window_stride))
-  row_of = {(int(e), int(s)): i for i, (e, s) in enumerate(zip(src.episode_ids, src.starts))}
+  src, row_of = _windows(corpus, data_cfg, split)
   vocab = text_lib.Vocab(corpus.manifest["vocabularies"]["word"])
   episodes, starts = store.arrays["meta/episode"], store.arrays["meta/start"]
   k = max(len(e["top_rows"]) for e in examples)
@@ -112,9 +119,7 @@ def future_retrieval(examples: Sequence[Mapping[str, Any]], store: Any,
   """examples: world_model.evaluate's (query_row, future_row, top_rows, rank) per query."""
   if not examples:
     return None
-  spec = corpus.window_spec(data_cfg)
-  src = source_lib.WindowSource(corpus, split, spec, int(data_cfg.window_stride))
-  row_of = {(int(e), int(s)): i for i, (e, s) in enumerate(zip(src.episode_ids, src.starts))}
+  src, row_of = _windows(corpus, data_cfg, split)
   episodes, starts = store.arrays["meta/episode"], store.arrays["meta/start"]
   k = max(len(e["top_rows"]) for e in examples)
   fig = Figure(figsize=(2.0 * (k + 2), 2.2 * len(examples)))
