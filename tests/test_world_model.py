@@ -148,4 +148,6 @@ def test_world_model_section_intervals_and_report():
 def test_world_model_section_without_head():
   data, _ = _data(None)
   section, shown = world_model.evaluate(TASK, data, ("handcrafted",), None, 10)
-  assert section["available"] is False and shown == []
+  assert section["available"] is False and "future_state" in section["reason"]
+  assert shown == []
+  assert "Not available" in "\n".join(report_lib.world_model_md(section))

@@ -62,9 +62,11 @@ def evaluate(task: ml_collections.ConfigDict, data: base.Data, feature_sets: Seq
              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """The section (module docstring) and the figure's retrieved-futures examples."""
   key = f"features/model_ema/{fr.TARGET_VARIANT}"
-  if not data.test.has(fr.HEAD_KEY) or not all(s.has(key) for s in
-                                               (data.train, data.val, data.test)):
+  if not data.test.has(fr.HEAD_KEY):
     return protocol.unavailable(protocol.NOT_TRAINED.format("future_state")), []
+  if not all(s.has(key) for s in (data.train, data.val, data.test)):
+    return protocol.unavailable("no EMA target latents (the checkpoint's EMA trunk was not "
+                                "given to the evaluation)"), []
   ev = fr.FutureRetrieval()
   names = [fr.HEAD, fr.PRESENT] + [fs for fs in feature_sets
                                    if all(data.split(s).has(f"features/{fs}/{task.inputs[0]}")
