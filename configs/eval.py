@@ -146,6 +146,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.variants = variants()
   c.tasks = tasks()
   c.extensions = extensions()
+  # The world-model evaluation (its own report section; runs with a future_state head):
+  # window t's predicted future latent -> its true future (the EMA latent of the window
+  # s W frames later) among every test window's, by cosine; the head read directly, and
+  # the equal ridge probe (train -> val alpha by `metric`) from `inputs[0]` of every
+  # feature set (xefm_jax/eval/evaluators/future_retrieval.py).
+  c.world_model = _task("future_retrieval", "future_window", ("full",), "mrr")
   # Probes (xefm_jax/eval/probes.py): linear only, one log grid of seven orders of
   # magnitude for every feature set, chosen on val (class-balanced for macro-F1 tasks).
   c.probe = ml_collections.ConfigDict(dict(

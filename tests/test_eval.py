@@ -352,7 +352,8 @@ def test_score_is_the_metric_of_the_predictions_and_weights_repeat_units():
     half = np.arange(N) < N // 2
     assert ev.score(task, data, "model", fitted, rows=half) == ev.metrics(
         task, data, pred, half[pred.rows].astype(float))
-  assert kinds == set(evaluators_base.EVALUATORS._classes)  # every evaluator is covered
+  # every evaluator is covered (future_retrieval, on synthetic latents, in test_world_model)
+  assert kinds | {"future_retrieval"} == set(evaluators_base.EVALUATORS._classes)
   # caption grounding: every window once is each distinct sentence once (the definition)
   task = CFG.tasks.caption_grounding
   ev = evaluators.get("retrieval")
@@ -742,7 +743,17 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_t
   assert 0.0 <= report["protocol"]["structured_generation"]["json_validity_rate"] <= 1.0
   assert "drop video" in report["protocol"]["robustness"]["timeline_action"]["model"]
   assert report["protocol"]["generalization"]["heldout_activities"]["available"] is False
+  # the world-model section (the tiny run trains future_state): every query set ranked
+  # among every test window (tests/test_world_model.py checks the metrics themselves)
+  assert "future_state" in enabled
+  wm = report["world_model"]
+  assert wm["available"] and wm["pool"] == report["splits"]["score"]["windows"]
+  assert {"future_state_head", "present_latent", "model", "model_ema", "handcrafted",
+          "random_init"} == set(wm["feature_sets"])
+  for e in wm["feature_sets"].values():
+    assert 1 <= e["test"]["median_rank"] <= wm["pool"] and 0 < e["test"]["mrr"] <= 1
   md = (out_dir / "report.md").read_text()
+  assert "## World-model evaluation" in md
   assert f"Significant wins against both baselines: {summary['significant_wins']} of 20" in md
   assert "model - handcrafted (95% CI)" in md and "supervised by" in md
   assert "timeline_action" in md and "label coverage" in md
@@ -750,7 +761,8 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_t
     assert "Intervals: n/a" in md
   for name in report["figures"]:
     assert (out_dir / name).read_bytes()[:4] == b"\x89PNG"
-  assert {"confusion_timeline_action.png", "robustness.png"} <= set(report["figures"])
+  assert {"confusion_timeline_action.png", "robustness.png",
+          "future_retrieval.png"} <= set(report["figures"])
   assert (workdir / "eval" / "baselines" / "replicates.npz").is_file()
   # the console: the libraries' INFO chatter and sklearn's conversion warnings are gone
   for noise in ("Read ratio", "Given directory is read only", "DataConversionWarning",

@@ -33,8 +33,10 @@ from xefm_jax.objectives.pretrainer import Pretrainer
 from xefm_jax.parallel import sharding
 
 PyTree = Any
-# Heads whose predictions the protocol scores (others are training-only signals).
-PREDICT_HEADS = ("procedure", "contact", "forecasting", "contrastive", "captioning")
+# Heads whose predictions the protocol scores (others are training-only signals);
+# future_state's predicted next-window latent is the world-model evaluation's query.
+PREDICT_HEADS = ("procedure", "contact", "forecasting", "contrastive", "captioning",
+                 "future_state")
 
 
 def input_fields(model_config: ml_collections.ConfigDict, modalities: Sequence[str]

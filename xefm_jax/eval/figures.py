@@ -7,6 +7,9 @@
                                   model probe (top view of the body frame of now)
   robustness.png                  mean change of the test score per dropped input, per
                                   feature set (signed so that up is better)
+  future_retrieval.png            world model: per query window its last frame, its true
+                                  future's and the top retrieved futures' (the future_state
+                                  head's latent; green = the true future)
 Each function returns the file name it wrote (or None when it had nothing to draw).
 Figures are drawn with matplotlib's object API (no pyplot), so drawing them never changes
 the backend of a notebook that imports this module.
@@ -59,6 +62,15 @@ def confusion(true: np.ndarray, pred: np.ndarray, names: Sequence[str],
   return _save(fig, out_dir, "confusion_timeline_action.png")
 
 
+def _windows(corpus: source_lib.Corpus, data_cfg: Any, split: str
+             ) -> tuple[source_lib.WindowSource, dict[tuple[int, int], int]]:
+  """The split's windows at the eval's base stride and each (episode, start)'s index."""
+  src = source_lib.WindowSource(corpus, split, corpus.window_spec(data_cfg),
+                                int(data_cfg.window_stride))
+  return src, {(int(e), int(s)): i for i, (e, s) in enumerate(zip(src.episode_ids,
+                                                                   src.starts))}
+
+
 def _frame(src: source_lib.WindowSource, row_of: Mapping[tuple[int, int], int], episode: int,
            start: int, view: str) -> Optional[np.ndarray]:
   """The window's last context frame from `view`, or from the first view present then."""
@@ -76,9 +88,7 @@ def retrieval_examples(examples: Sequence[Mapping[str, Any]], store: Any,
                        out_dir: pathlib.Path, view: str = "stereo_left") -> Optional[str]:
   if not examples:
     return None
-  spec = corpus.window_spec(data_cfg)
-  src = source_lib.WindowSource(corpus, split, spec, int(data_cfg.window_stride))
-  row_of = {(int(e), int(s)): i for i, (e, s) in enumerate(zip(src.episode_ids, src.starts))}
+  src, row_of = _windows(corpus, data_cfg, split)
   vocab = text_lib.Vocab(corpus.manifest["vocabularies"]["word"])
   episodes, starts = store.arrays["meta/episode"], store.arrays["meta/start"]
   k = max(len(e["top_rows"]) for e in examples)
@@ -101,6 +111,38 @@ def retrieval_examples(examples: Sequence[Mapping[str, Any]], store: Any,
   fig.suptitle("caption grounding (model): sentence -> top windows (green: relevant)",
                fontsize=9)
   return _save(fig, out_dir, "retrieval_examples.png")
+
+
+def future_retrieval(examples: Sequence[Mapping[str, Any]], store: Any,
+                     corpus: source_lib.Corpus, data_cfg: Any, split: str,
+                     out_dir: pathlib.Path, view: str = "stereo_left") -> Optional[str]:
+  """examples: world_model.evaluate's (query_row, future_row, top_rows, rank) per query."""
+  if not examples:
+    return None
+  src, row_of = _windows(corpus, data_cfg, split)
+  episodes, starts = store.arrays["meta/episode"], store.arrays["meta/start"]
+  k = max(len(e["top_rows"]) for e in examples)
+  fig = Figure(figsize=(2.0 * (k + 2), 2.2 * len(examples)))
+  axes = fig.subplots(len(examples), k + 2, squeeze=False)
+  for r, ex in enumerate(examples):
+    cells = [("now", ex["query_row"], None), (f"true future (rank {ex['rank']})",
+                                              ex["future_row"], True)]
+    cells += [(f"#{c + 1}", row, row == ex["future_row"]) for c, row in enumerate(ex["top_rows"])]
+    for ax, (title, row, ok) in zip(axes[r], cells):
+      frame = _frame(src, row_of, int(episodes[row]), int(starts[row]), view)
+      if frame is not None:
+        ax.imshow(frame)
+      if ok is not None:
+        for spine in ax.spines.values():
+          spine.set_color("green" if ok else "red")
+          spine.set_linewidth(3)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_title(title, fontsize=7)
+      ax.set_xlabel(f"ep {int(episodes[row])} @{int(starts[row])}", fontsize=6)
+  fig.suptitle("world model: the future_state head's predicted latent -> retrieved future "
+               "windows (last frame; green: the true future)", fontsize=9)
+  return _save(fig, out_dir, "future_retrieval.png")
 
 
 def forecast_trajectories(truth: np.ndarray, valid: np.ndarray,

@@ -23,6 +23,8 @@ report.json (what tools read):
                "intervals" (null, or why there are none), "low_label_coverage"},
    "protocol": {"structured_generation", "text_window_retrieval", "forecasting",
                 "reconstruction", "heads", "robustness", "generalization"},
+   "world_model": future-window retrieval from the future-state head, beside the equal
+                  ridge probe on every feature set (xefm_jax/eval/world_model.py),
    "figures": [file names], "timings": {...}}
 Non-finite numbers are null. report.md is the same for people: per task the scores, the
 intervals against both baselines, the verdict, label coverage and supervision, and the
@@ -194,6 +196,40 @@ def _protocol_md(p: Mapping[str, Any], feature_sets) -> list[str]:
   return out
 
 
+def world_model_md(w: Mapping[str, Any]) -> list[str]:
+  """The world-model section (xefm_jax/eval/world_model.py's `section`)."""
+  out = ["## World-model evaluation (future-window retrieval)", ""]
+  if w.get("available") is False:
+    return out + [f"Not available ({w['reason']}).", ""]
+  c = w["chance"]
+  out += [f"Each test window's predicted future latent ranks its true future ({w['target']}; "
+          f"s W = {w['future_offset_frames']} frames) among all {w['pool']} test windows by "
+          f"cosine; {w['queries']} queries (windows whose future is a test window). Chance: "
+          f"MRR {_num(c['mrr'])}, R@1 {_num(c['r@1'])}, median rank {_num(c['median_rank'], 1)}."
+          " Consistency: cosine of the predictions at t and at the next window of the "
+          "episode (truth: the same for the true futures). Brackets: 95% session-bootstrap "
+          "intervals.", "",
+          "| queries from | median rank (lower is better) | MRR | R@1 | R@5 | R@10 | "
+          "consistency | truth consistency |", "|---|---|---|---|---|---|---|---|"]
+
+  def cell(e, m, digits=3):
+    v = _num(e["test"].get(m), digits)
+    ci = e.get("ci95", {}).get(m)
+    return v if not ci or None in ci else f"{v} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+  for fs, e in w["feature_sets"].items():
+    name = "future_state head" if fs == "future_state_head" else fs.replace("_", " ")
+    out.append(f"| {name}: {e['how']} | {cell(e, 'median_rank', 1)} | " + " | ".join(
+        cell(e, m) for m in ("mrr", "r@1", "r@5", "r@10", "consistency", "truth_consistency"))
+        + " |")
+  out.append("")
+  for fs, cis in w.get("ci95_vs", {}).items():
+    name = "future_state head" if fs == "future_state_head" else "model probe"
+    out.append(f"- {name} minus each baseline ({w['metric']}, 95% CI): " + ", ".join(
+        f"{b.replace('_', ' ')} {_ci(ci)}" for b, ci in cis.items()) +
+        f" -> {'wins' if w['wins'].get(fs) else 'no significant win over both'}")
+  return out + [""]
+
+
 def _headline(summary: Mapping[str, Any]) -> list[str]:
   b = summary["bootstrap"]
   lines = [f"**Significant wins against both baselines: {summary['significant_wins']} of "
@@ -239,6 +275,8 @@ def markdown(report: Mapping[str, Any]) -> str:
   lines += ["## Extension probes", ""] + _task_table(report["extensions"], fs) + [""]
   if "protocol" in report:
     lines += _protocol_md(report["protocol"], fs) + [""]
+  if "world_model" in report:
+    lines += world_model_md(report["world_model"])
   if report.get("figures"):
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in report["figures"]] + [""]
   t = report.get("timings", {})

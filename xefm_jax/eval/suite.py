@@ -18,6 +18,10 @@
 4. Per task: the intervals of model minus each baseline, the label coverage of class
    tasks, the objectives that supervised the task's label; the protocol extras from the
    model's heads (protocol.py).
+5. The world-model evaluation (world_model.py, config.world_model): when the run trains
+   future_state, the EMA trunk's latent of every window (the head's target space) is
+   computed on every split, and the head's predicted future latent, the equal ridge probe
+   on every feature set and the present latent rank each test window's true future.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ from xefm_jax.eval import probes
 from xefm_jax.eval import protocol
 from xefm_jax.eval import report as report_lib
 from xefm_jax.eval import variants as variants_lib
+from xefm_jax.eval import world_model
 from xefm_jax.eval.evaluators import base as evaluators_base
+from xefm_jax.eval.evaluators import future_retrieval
 from xefm_jax.eval.evaluators import retrieval
 from xefm_jax.model import xefm
 from xefm_jax.objectives import base as objectives_base
@@ -63,6 +69,9 @@ REPLICATES_FILE = "replicates.npz"  # the baselines' bootstrap replicates, besid
 # The cached baseline scores are keyed by the eval config and the corpus, not by the code:
 # bump this when the probes or an evaluator change what they score.
 SCORES_VERSION = 2
+# The same for the checkpoint's cached embeddings (DIR/eval/<step>/embeddings): bump it when
+# what a model store holds changes (3: the future-state head and its EMA target latents).
+MODEL_STORE_VERSION = 3
 
 
 @dataclasses.dataclass
@@ -191,7 +200,8 @@ def _stores(run: Run, step: int, params: Optional[PyTree], ema: Optional[PyTree]
     base_path = run.eval_dir / "baselines" / f"{split}.npz"
     model_path = out_dir / "embeddings" / f"{split}.npz"
     baselines = embed.Store.load(base_path, key)
-    model = embed.Store.load(model_path, embed.fingerprint(key, step))
+    model_key = embed.fingerprint(key, step, MODEL_STORE_VERSION)
+    model = embed.Store.load(model_path, model_key)
     plan = embed.Plan(embed={}, handcrafted={}, targets=baselines is None)
     if baselines is None:
       if "handcrafted" in feature_sets:
@@ -206,6 +216,12 @@ def _stores(run: Run, step: int, params: Optional[PyTree], ema: Optional[PyTree]
                                               if n != "with_language"})
     if model is None and "model_ema" in feature_sets:
       plan.embed["model_ema"] = (ema, used)  # the tasks' own inputs, no robustness variants
+    if model is None and "future_state" in enabled and ema is not None:
+      # the future-state target space: the EMA pass on every modality (encode_next's)
+      kept = plan.embed.get("model_ema", (ema, {}))[1]
+      plan.embed["model_ema"] = (ema, {**kept, future_retrieval.TARGET_VARIANT:
+                                       variants_lib.Variant(future_retrieval.TARGET_VARIANT,
+                                                            tuple(names))})
     if model is None and "model" in feature_sets:
       plan.embed["model"] = (params["model"], wanted)
       if role == "score":
@@ -230,7 +246,7 @@ def _stores(run: Run, step: int, params: Optional[PyTree], ema: Optional[PyTree]
       if model is None:
         model = _split_arrays(computed, ("features/model/", "features/model_ema/",
                                          "predictions/", "recon/"))
-        model.fingerprint = embed.fingerprint(key, step)
+        model.fingerprint = model_key
         if jax.process_index() == 0:
           model.save(model_path)
     stores[role] = baselines.merge(model) if model is not None else baselines
@@ -533,7 +549,7 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
   data = evaluators.Data(stores["fit"], stores["select"], stores["score"],
                          probes.Grid.from_config(eval_cfg.probe), int(eval_cfg.seed),
                          int(data_cfg.frames), int(data_cfg.window_stride), fps,
-                         int(eval_cfg.probe.max_train))
+                         int(eval_cfg.probe.max_train), int(data_cfg.frame_stride))
   subsets = _subsets(run.corpus, stores["score"])
   test_sessions = session_ids(run.corpus, stores["score"])
   n_sessions = len(np.unique(test_sessions))
@@ -573,6 +589,12 @@ def evaluate(run: Run, step: int, eval_cfg: ml_collections.ConfigDict, out_dir: 
   report["summary"] = _summary(report, n_sessions, eval_cfg)
   if "model" in feature_sets:
     report["protocol"] = _protocol(run, stores, eval_cfg, results, subsets, feature_sets, fps)
+  if "model" in feature_sets and "world_model" in eval_cfg:
+    t0 = time.perf_counter()
+    with probes.blas_limit():
+      report["world_model"], artifacts["future_examples"] = world_model.evaluate(
+          eval_cfg.world_model, data, feature_sets, replicates, n_sessions)
+    timings["world_model_s"] = time.perf_counter() - t0
   timings["total_s"] = time.perf_counter() - t_start
   report["timings"] = timings
   artifacts["stores"] = stores
@@ -630,5 +652,8 @@ def write(run: Run, report: dict[str, Any], artifacts: Mapping[str, Any],
         test.target("ego_future"), test.target("ego_future_valid").astype(bool), predictions,
         out_dir))
     names.append(figures.robustness(artifacts.get("robustness", {}), out_dir))
+    names.append(figures.future_retrieval(artifacts.get("future_examples", []), test,
+                                          run.corpus, data_cfg, eval_cfg.splits.score,
+                                          out_dir))
   report["figures"] = [n for n in names if n]
   return report_lib.write(out_dir, report)

@@ -40,7 +40,8 @@ class Data:
   """The three splits' stores and the settings evaluators share.
 
   window: W context frames; base_stride: frames between the windows of the eval stride
-  (the misalignment shift is 8 of them); fps: frames per second of the window's frames.
+  (the misalignment shift is 8 of them); fps: frames per second of the window's frames;
+  frame_stride: shard frames between a window's frames (its next window starts s W later).
   """
 
   train: embed.Store
@@ -52,6 +53,7 @@ class Data:
   base_stride: int = 4
   fps: float = 20.0
   max_train: int = 0  # 0: every train row
+  frame_stride: int = 1
 
   def split(self, name: str) -> embed.Store:
     return {"train": self.train, "val": self.val, "test": self.test}[name]
