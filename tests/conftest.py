@@ -59,10 +59,11 @@ def train_env(shared_dir) -> dict:
   """Subprocess environment: one CPU device, one compilation cache for the session, and
   LLVM's cheapest optimisation level (tiny steps: compile time is all that matters).
 
-  Launcher runs use one device: on 2 cores a simulated 8-device step costs several times a
-  one-device step and its in-process collectives stall under load (NOTES.md). Sharding over
-  a mesh is tested in this process (test_parallel, test_train_step, restore onto other
-  meshes), across processes by the two-process run, and at eval on 2 devices."""
+  Launcher runs use one device: on 2 cores a simulated multi-device step costs several
+  times a one-device step, and XLA:CPU's in-process collectives of a launcher run deadlocked
+  (8 devices: the reference run, 2 of 4 times; 2 devices: the eval job, 2 of 3 runs;
+  NOTES.md). Sharding over a mesh is tested in this process (test_parallel,
+  test_train_step, restore onto other meshes) and across processes by the two-process run."""
   env = dict(os.environ)
   env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(shared_dir / "jax-cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",

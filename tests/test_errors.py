@@ -14,7 +14,7 @@ from configs import local, stage2
 from xefm_jax import config_check
 from xefm_jax import errors
 from xefm_jax.data import shards
-from train_runs import FLAGS
+from train_runs import FLAGS, with_devices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,8 @@ def _one_line(proc, code: int, *words: str) -> str:
 ])
 def test_train_refuses_a_bad_config_in_one_line(shard_corpus, train_env, tmp_path, flag,
                                                 words):
-  proc = _train(train_env, shard_corpus, "--config.train.steps=8", flag,
+  # 8 devices, which the batch check needs; every case is refused before anything compiles
+  proc = _train(with_devices(train_env, 8), shard_corpus, "--config.train.steps=8", flag,
                 workdir=tmp_path / "w")
   _one_line(proc, 1, *words)
   assert not (tmp_path / "w" / "checkpoints").exists()  # refused before anything started

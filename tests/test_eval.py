@@ -15,7 +15,6 @@ from configs import eval as eval_configs
 from configs import local
 from data_pipelines.export import common as export_common
 from model_helpers import host_params
-from train_runs import with_devices
 from xefm_jax.data import spec as spec_lib
 from xefm_jax.data import splits as splits_lib
 from xefm_jax.data import source as source_lib
@@ -677,7 +676,7 @@ def test_eval_end_to_end_writes_reports_and_resumes(reference, train_env, json_t
   workdir = tmp_path / "run"
   for step in (6, 8):
     shutil.copytree(reference / "checkpoints" / str(step), workdir / "checkpoints" / str(step))
-  env = with_devices(train_env, 2)  # restored onto another mesh than training's
+  env = train_env  # one device: see conftest.train_env (restores onto other meshes: test_train)
   cmd = [sys.executable, "launch/eval.py", "--config=configs/eval.py:quick",
          f"--workdir={workdir}", "--config.progress=false"]
   out = subprocess.run(cmd + ["--checkpoint=all"], cwd=ROOT, env=env, capture_output=True,

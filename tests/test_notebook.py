@@ -6,22 +6,20 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from train_runs import with_devices
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "probe_representations.ipynb"
 
 
 @pytest.mark.xdist_group("reference_run")  # see test_train.REFERENCE_RUN
 def test_probe_notebook_executes(reference, train_env, tmp_path, monkeypatch):
-  # the kernel inherits this environment: the run, a place for its figures, 2 devices and
-  # the session's compilation cache
+  # the kernel inherits this environment: the run, a place for its figures, one device (see
+  # conftest.train_env) and the session's compilation cache
   monkeypatch.setenv("XEFM_RUN", str(reference))
   monkeypatch.setenv("XEFM_NOTEBOOK_OUT", str(tmp_path))
   monkeypatch.setenv("XEFM_NOTEBOOK_WINDOWS", "120")
   for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
     monkeypatch.setenv(key, train_env[key])
-  monkeypatch.setenv("XLA_FLAGS", with_devices(train_env, 2)["XLA_FLAGS"])
+  monkeypatch.setenv("XLA_FLAGS", train_env["XLA_FLAGS"])
   nb = nbformat.read(NOTEBOOK, as_version=4)
   NotebookClient(nb, timeout=600, kernel_name="python3",
                  resources={"metadata": {"path": str(ROOT)}}).execute()

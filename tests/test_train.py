@@ -239,14 +239,13 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   an XLA:CPU limitation, NOTES.md; FSDP across processes is GPU and TPU work.) One
   objective only (forecasting: trained on every window, so its loss and gradient are never
   zero, unlike the caption-blind-gated heads with language dropout off): the point is the
-  processes, and each compiles its step. Its
-  losses equal a one-process run's on the same 2-device mesh and global batch (no
+  processes, and each compiles its step. Its losses equal a one-process, one-device run's
+  on the same global batch (no
   per-window randomness, so which process reads a window does not matter; the sums differ
   in order)."""
   env = train_env
   workdir = tmp_path / "two"
-  same = ["--config.train.eval_every=0", "--config.mesh.data=2", "--config.mesh.fsdp=1",
-          *only("forecasting"), "--config.data.view_dropout=0",
+  same = ["--config.train.eval_every=0", *only("forecasting"), "--config.data.view_dropout=0",
           "--config.model.group_dropout.rate=0",
           "--config.data.modality_dropout=0", "--config.model.modalities.language.dropout=0"]
 
@@ -254,7 +253,8 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
     port = _free_port()
     procs = [launch(workdir, shard_corpus, env, f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}", f"--config.train.steps={steps}",
-                    *same, log_name=f"process{i}.log")
+                    "--config.mesh.data=2", "--config.mesh.fsdp=1", *same,
+                    log_name=f"process{i}.log")
              for i in range(2)]
     for i, proc in enumerate(procs):
       finish(proc, workdir, f"process{i}.log")
@@ -272,8 +272,7 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   assert not (workdir / "process1.log").read_text().count("step 5/6")  # process 0 logs
 
   one = tmp_path / "one"
-  finish(launch(one, shard_corpus, with_devices(train_env, 2), "--config.train.steps=6", *same),
-         one)
+  finish(launch(one, shard_corpus, train_env, "--config.train.steps=6", *same), one)
   single = train_rows(one)
   for step in range(1, 7):
     for k in ("loss", "forecasting/loss", "grad_norm"):

@@ -35,16 +35,10 @@ def locked(path: pathlib.Path):
 
 
 def with_devices(env: dict, count: int) -> dict:
-  """`env` with `count` simulated CPU devices. More than one device of one process on this
-  2-core machine means XLA:CPU in-process collectives; a device thread starved for longer
-  than XLA's collective timeout (40 s) aborts the process, so multi-device launcher runs
-  also get a patient timeout."""
+  """`env` with `count` simulated CPU devices."""
   flags = [f for f in env["XLA_FLAGS"].split()
-           if not f.startswith(("--xla_force_host_platform_device_count",
-                                "--xla_cpu_collective_call_terminate_timeout_seconds"))]
+           if not f.startswith("--xla_force_host_platform_device_count")]
   flags.append(f"--xla_force_host_platform_device_count={count}")
-  if count > 1:
-    flags.append("--xla_cpu_collective_call_terminate_timeout_seconds=900")
   return dict(env, XLA_FLAGS=" ".join(flags))
 
 
