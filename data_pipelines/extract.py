@@ -11,6 +11,9 @@ source: features of a random encoder are refused). Every frame of every view of 
 shard goes through it once; its patch tokens are written beside the shards, with
 provenance (data/features.py): SHARDS/features/NAME/<shard>/{video/, provenance.json}.
 
+Reading, encoding and writing overlap: the next block of pixels is read and the previous
+block's features are written by TensorStore's I/O threads while the encoder runs.
+
 An array job: task I of N takes shards I, I+N, ... of the manifest. A shard's features are
 written under `.tmp-<shard>-<pid>` and renamed when complete; a re-run skips the shards
 already done by the same encoder and refuses those done by another.
@@ -96,9 +99,16 @@ def extract_shard(root: pathlib.Path, name: str, shard: str, encode, params,
   pixels = shards_lib.open_array(root / shard, "video")
   frames, views = pixels.shape[:2]
   tmp = out_dir / f"{shards_lib.TMP_PREFIX}{shard}-{os.getpid()}"
-  out = None
-  for a in range(0, frames, frames_per_batch):
-    block = pixels[a:min(a + frames_per_batch, frames)].read().result()  # (f, V, H, W, 3)
+  out, writes = None, []
+  starts = list(range(0, frames, frames_per_batch))
+
+  def read(a):  # a TensorStore future: the read runs on its I/O threads
+    return pixels[a:min(a + frames_per_batch, frames)].read()
+
+  pending = read(starts[0]) if starts else None
+  for i, a in enumerate(starts):
+    block = pending.result()  # (f, V, H, W, 3)
+    pending = read(starts[i + 1]) if i + 1 < len(starts) else None  # next block meanwhile
     f = len(block)
     flat = block.reshape(f * views, *block.shape[2:])
     if f < frames_per_batch:  # one compiled shape: pad the last block
@@ -109,7 +119,9 @@ def extract_shard(root: pathlib.Path, name: str, shard: str, encode, params,
     if out is None:
       out = ts.open(features_lib.array_spec(tmp, (frames, views, *tokens.shape[2:]),
                                             frames_per_batch)).result()
-    out[a:a + f].write(tokens).result()
+    writes.append(out[a:a + f].write(tokens))  # committed while the next block encodes
+  for write in writes:
+    write.result()
   shards_lib.write_json_atomic(tmp / features_lib.PROVENANCE,
                                dict(provenance, shard=shard, shape=list(out.shape)))
   os.rename(tmp, done)
