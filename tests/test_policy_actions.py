@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import local
+from xefm_jax import config_check
 from xefm_jax.data import actions
 from xefm_jax.data import pipeline
 from xefm_jax.data import source as source_lib
@@ -62,5 +63,8 @@ def test_refuses_a_chunk_past_the_future_and_missing_statistics():
   cfg.data.actions.update(step=2, chunk=4)  # 8 future frames needed, 4 there
   with pytest.raises(actions.ActionError, match="needs 8 future frames"):
     policy.future_frames(cfg.data)
+  found = config_check.problems(cfg)  # refused before training starts
+  assert len(found) == 1 and found[0].startswith("config.data.actions:"), found
+  assert config_check.problems(local.get_config("tiny")) == []
   with pytest.raises(actions.ActionError, match="hand_stats is not set"):
     policy.normaliser(cfg.data)
