@@ -96,6 +96,8 @@ def main() -> None:
     if corpus is not None:
       config.data.shards = args.shards
       loop.with_corpus_sizes(config, corpus)
+    else:
+      loop.without_corpus(config)
     mesh = mesh_lib.make_mesh(config.mesh)
     rules = sharding.rules_from_config(config)
     window = (corpus.window_spec(config.data) if corpus is not None

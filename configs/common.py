@@ -41,6 +41,10 @@ def data_config() -> ml_collections.ConfigDict:
   # "rotvec" or "rot6d", "all" 20 finger joints or the 5 "tips".
   c.actions = ml_collections.ConfigDict(dict(chunk=16, step=1, rotation="rotvec",
                                              fingers="all"))
+  # The manifest's train statistics of the hands (wrist, hands_local: mean and std per axis,
+  # metres), copied from the corpus by train.loop.with_corpus_sizes: the policy objective
+  # converts the batch's normalised hands back to metres with them.
+  c.hand_stats = None
   c.num_objects = 64
   c.num_actions = 32
   c.num_subtasks = 128
@@ -288,11 +292,13 @@ def objectives_config() -> ml_collections.ConfigDict:
   # the `readout` tokens, on windows blind to their caption and not masked
   o.contact = ml_collections.ConfigDict(dict(weight=1.0, readout="window", threshold=0.5,
                                              hidden=-1))
-  # action chunks: the next `chunk` frames (<= data.future) of both wrists relative to the
-  # current wrist plus the finger joints, in the pipeline's normalised units, from the
-  # `readout` tokens
-  o.policy = ml_collections.ConfigDict(dict(weight=1.0, readout="policy", chunk=10, hidden=0,
-                                            loss="l1"))
+  # action chunks in the hand action space (data.actions: chunk steps of `step` frames,
+  # within data.future), from the `readout` tokens; the target is normalised by fixed scales:
+  # wrist translation by speed_scale m/s and rotation by turn_scale rad/s times the step's
+  # seconds, fingers (wrist frame) by finger_scale m
+  o.policy = ml_collections.ConfigDict(dict(weight=1.0, readout="policy", hidden=0,
+                                            loss="l1", speed_scale=0.5, turn_scale=2.0,
+                                            finger_scale=0.1))
   # a causal decoder with cross-attention to the fused tokens writes the structured answer
   # (up to max_objects objects) and the caption; labels as procedure's and contact's
   o.captioning = ml_collections.ConfigDict(dict(

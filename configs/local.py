@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "tiny" in variants:  # tests: smallest shapes that still exercise everything
     c.data.update(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,
                   vocab_size=100, batch_size=8)
+    c.data.actions.chunk = 4  # within the 4 future frames (the policy objective)
     m.width = 32
     m.fusion.update(num_layers=2, num_heads=2, mlp_dim=64, scan_layers=True)
     m.fusion.readouts = ml_collections.ConfigDict({"window": 2, "future": 1})

@@ -54,6 +54,7 @@ from xefm_jax.objectives import base as objectives_base  # noqa: E402
 from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from xefm_jax.parallel import report, sharding  # noqa: E402
 from xefm_jax.train import flops as flops_lib  # noqa: E402
+from xefm_jax.train import loop  # noqa: E402
 from xefm_jax.train import step as step_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -68,6 +69,7 @@ def main(argv):
   config = _CONFIG.value
   devices = jax.devices()
   config_check.check(config, num_devices=len(devices))
+  loop.without_corpus(config)  # no corpus: unit hand statistics (shapes only)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   plan = step_lib.StepPlan.make(config, spec_lib.WindowSpec.from_config(config.data), mesh,
                                 sharding.rules_from_config(config))

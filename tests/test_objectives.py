@@ -23,12 +23,13 @@ import optax
 import pytest
 
 from configs import local
-from xefm_jax.data import pipeline, source, spec, xperience
+from xefm_jax.data import actions, pipeline, source, spec, xperience
 from xefm_jax.model import xefm
 from xefm_jax.objectives import base, captioning, heads
 from xefm_jax.objectives.future_state import FutureState
 from xefm_jax.objectives.masked_modeling import MaskedModeling, reconstruction_targets
 from xefm_jax.objectives.pretrainer import Pretrainer
+from xefm_jax.train import loop
 
 OBJECTIVES = ("captioning", "contact", "contrastive", "forecasting", "future_state",
               "masked_modeling", "policy", "procedure")
@@ -40,9 +41,7 @@ RNGS = {"masking": jax.random.key(3), "dropout": jax.random.key(4)}  # fixed: a 
 
 def _config(corpus, enabled):
   cfg = local.get_config("tiny")
-  window = corpus.window_spec(cfg.data)
-  for k in ("num_objects", "num_actions", "num_subtasks", "num_tasks", "vocab_size"):
-    cfg.data[k] = getattr(window, k)
+  loop.with_corpus_sizes(cfg, corpus)  # label sizes and the hands' statistics (policy)
   for name in cfg.objectives:
     cfg.objectives[name].weight = 1.0 if name in enabled else 0.0
   return cfg
@@ -309,7 +308,10 @@ def test_predictions_for_the_evaluation_suite(setup):
   for name in cfg.objectives.masked_modeling.modalities:
     assert m[name].shape == m[f"{name}/target"].shape, name
   assert out["future_state"]["embedding"].shape == (b, xefm.embedding_width(cfg.model))
-  assert out["policy"]["chunk"].shape == (b, min(cfg.objectives.policy.chunk, k), 2, 21, 3)
+  space = actions.ActionSpace.from_config(cfg.data.actions)
+  for key in ("action", "chunk"):
+    assert out["policy"][key].shape == (b, space.chunk, space.action_dim), key
+  assert out["policy"]["valid"].shape == (b, space.chunk, 2)
   assert out["contact"]["objects"].shape == (b, cfg.data.num_objects)
   assert out["procedure"]["action"].shape == (b, cfg.data.num_actions)
   tokens = np.asarray(out["captioning"]["tokens"])

@@ -209,6 +209,15 @@ def _objectives(c: _Checks) -> None:
       if near:
         c.fail(f"objectives.{name}.readout", readout, "one of config.model.fusion.readouts "
                f"({', '.join(readouts)})", f"did you mean '{near}'?")
+  if "policy" in enabled:  # its chunk comes from the window's future frames
+    from xefm_jax.data import actions
+    from xefm_jax.objectives import policy
+    try:
+      policy.future_frames(c.config.data)
+    except (actions.ActionError, KeyError, AttributeError, TypeError) as e:
+      c.fail("data.actions", dict(c.config.data.get("actions") or {}),
+             f"an action space whose chunk fits the future frames ({e})",
+             "lower --config.data.actions.chunk or .step, or raise --config.data.future")
 
 
 def problems(config: ml_collections.ConfigDict, num_devices: Optional[int] = None,

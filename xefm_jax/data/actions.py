@@ -161,9 +161,18 @@ class ActionSpace:
 # ----------------------------------------------------------------------------- geometry
 
 
-def rot6d(R: np.ndarray) -> np.ndarray:
+# The functions that define an action (rot6d, wrist_frames, fingers_in_wrist, hand_poses,
+# step_actions) take the array module `xp`: numpy (float64) for the exports, jax.numpy (the
+# input's dtype, traceable) for the policy objective's in-graph targets. One definition.
+
+
+def _as_float(x: Any, xp: Any) -> Any:
+  return np.asarray(x, np.float64) if xp is np else xp.asarray(x)
+
+
+def rot6d(R: np.ndarray, xp: Any = np) -> np.ndarray:
   """(..., 3, 3) -> (..., 6): the first two columns, column by column."""
-  return np.concatenate([R[..., :, 0], R[..., :, 1]], -1)
+  return xp.concatenate([R[..., :, 0], R[..., :, 1]], -1)
 
 
 def rot6d_to_matrix(x: np.ndarray) -> np.ndarray:
@@ -179,32 +188,58 @@ def rot6d_to_matrix(x: np.ndarray) -> np.ndarray:
   return np.where(((na > 1e-12) & (nb > 1e-12))[..., None], R, np.eye(3))
 
 
-def wrist_frames(joints: np.ndarray, tracked: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray]:
-  """(..., 21, 3) joints and (...) tracked -> rotations (..., 3, 3), positions (..., 3) and
-  validity (...) of the wrist frame (module docstring). Invalid frames are identity/zero."""
-  j = np.asarray(joints, np.float64)
+def wrist_frames(joints: np.ndarray, tracked: np.ndarray, xp: Any = np
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(..., 21, 3) joints (metres) and (...) tracked -> rotations (..., 3, 3), positions
+  (..., 3) and validity (...) of the wrist frame (module docstring). Invalid frames are
+  identity/zero."""
+  j = _as_float(joints, xp)
   p = j[..., WRIST, :]
   x = j[..., MIDDLE_MCP, :] - p
   across = j[..., INDEX_MCP, :] - j[..., PINKY_MCP, :]
-  z = np.cross(x, across)
-  nx, nz = np.linalg.norm(x, axis=-1), np.linalg.norm(z, axis=-1)
-  valid = (np.asarray(tracked, bool) & np.isfinite(j).all((-1, -2)) & (nx > MIN_AXIS_M)
+  z = xp.cross(x, across)
+  nx, nz = xp.linalg.norm(x, axis=-1), xp.linalg.norm(z, axis=-1)
+  valid = (xp.asarray(tracked, bool) & xp.isfinite(j).all((-1, -2)) & (nx > MIN_AXIS_M)
            & (nz > MIN_AXIS_M ** 2))
-  x = x / np.maximum(nx, 1e-12)[..., None]
-  z = z / np.maximum(nz, 1e-12)[..., None]
-  y = np.cross(z, x)
-  R = np.stack([x, y, z], -1)
-  R = np.where(valid[..., None, None], R, np.eye(3))
-  return R, np.where(valid[..., None], p, 0.0), valid
+  x = x / xp.maximum(nx, 1e-12)[..., None]
+  z = z / xp.maximum(nz, 1e-12)[..., None]
+  y = xp.cross(z, x)
+  R = xp.stack([x, y, z], -1)
+  R = xp.where(valid[..., None, None], R, xp.eye(3, dtype=R.dtype))
+  return R, xp.where(valid[..., None], p, 0.0), valid
 
 
 def fingers_in_wrist(joints: np.ndarray, R: np.ndarray, p: np.ndarray,
-                     keep: Sequence[int]) -> np.ndarray:
+                     keep: Sequence[int], xp: Any = np) -> np.ndarray:
   """(..., 21, 3) joints -> (..., 3 len(keep)) positions in the wrist frame."""
-  q = np.asarray(joints, np.float64)[..., list(keep), :] - p[..., None, :]
-  f = np.einsum("...ji,...kj->...ki", R, q)  # R^T q
+  q = _as_float(joints, xp)[..., list(keep), :] - p[..., None, :]
+  f = xp.einsum("...ji,...kj->...ki", R, q)  # R^T q
   return f.reshape(f.shape[:-2] + (-1,))
+
+
+def hand_poses(space: ActionSpace, joints: np.ndarray, tracked: np.ndarray, xp: Any = np
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(..., 21, 3) joints (metres, camera frame) and (...) tracked -> wrist rotation
+  (..., 3, 3), position (..., 3), wrist-frame fingers (..., 3J) (zero where invalid) and
+  validity (...)."""
+  R, p, ok = wrist_frames(joints, tracked, xp)
+  fing = fingers_in_wrist(joints, R, p, space.joints, xp)
+  return R, p, xp.where(ok[..., None], fing, 0.0), ok
+
+
+def step_actions(space: ActionSpace, R_a: np.ndarray, p_a: np.ndarray, ok_a: np.ndarray,
+                 R_b: np.ndarray, p_b: np.ndarray, fing_b: np.ndarray, ok_b: np.ndarray,
+                 xp: Any = np) -> tuple[np.ndarray, np.ndarray]:
+  """The action of the step a -> b of each hand (`hand_poses` at both ends): (..., Dh) =
+  [p_b - p_a, rotation of R_b R_a^T, fingers at b], zero where not valid at both ends, and
+  that validity (...)."""
+  ok = ok_a & ok_b
+  dp = p_b - p_a
+  dR = R_b @ xp.swapaxes(R_a, -1, -2)
+  rot = (geometry.matrix_to_axis_angle(dR, xp) if space.rotation == "rotvec"
+         else rot6d(dR, xp))
+  act = xp.concatenate([dp, rot, fing_b], -1)
+  return xp.where(ok[..., None], act, 0.0), ok
 
 
 def joints_from(R: np.ndarray, p: np.ndarray, fingers: np.ndarray) -> np.ndarray:
@@ -227,26 +262,17 @@ def hand_arrays(space: ActionSpace, hands: np.ndarray, hands_valid: np.ndarray,
   p (T, 2, 3), frame_valid (T, 2).
   """
   T = len(hands)
-  R, p, ok = wrist_frames(hands, hands_valid)
-  fing = fingers_in_wrist(hands, R, p, space.joints)  # (T, 2, 3K)
-  fing = np.where(ok[..., None], fing, 0.0)
+  R, p, fing, ok = hand_poses(space, hands, hands_valid)  # fing (T, 2, 3K)
   head_ok = np.asarray(pose_valid, bool) & np.isfinite(pose).all((-1, -2))
   head = np.concatenate([pose[:, :3, 3], rot6d(pose[:, :3, :3])], -1)
   head = np.where(head_ok[:, None], head, 0.0)
   state_hand = np.concatenate([p, rot6d(R), fing], -1)
   state_hand = np.where(ok[..., None], state_hand, 0.0)
   state = np.concatenate([state_hand.reshape(T, -1), head], -1)
+  act = np.zeros((T, 2, space.hand_action_dim))
   a_ok = np.zeros((T, 2), bool)
-  a_ok[:-1] = ok[:-1] & ok[1:]
-  dp = np.zeros((T, 2, 3))
-  dR = np.broadcast_to(np.eye(3), (T, 2, 3, 3)).copy()
-  dp[:-1] = p[1:] - p[:-1]
-  dR[:-1] = R[1:] @ np.swapaxes(R[:-1], -1, -2)
-  rot = (geometry.matrix_to_axis_angle(dR) if space.rotation == "rotvec" else rot6d(dR))
-  nxt = np.zeros_like(fing)
-  nxt[:-1] = fing[1:]
-  act = np.concatenate([dp, rot, nxt], -1)
-  act = np.where(a_ok[..., None], act, 0.0)
+  act[:-1], a_ok[:-1] = step_actions(space, R[:-1], p[:-1], ok[:-1], R[1:], p[1:], fing[1:],
+                                     ok[1:])
   return {"state": state.astype(np.float32),
           "state_mask": np.concatenate([ok, head_ok[:, None]], -1),
           "action": act.reshape(T, -1).astype(np.float32), "action_mask": a_ok,

@@ -1,4 +1,6 @@
-"""Rigid-body and camera geometry in numpy, shared by the reader and the generator.
+"""Rigid-body and camera geometry in numpy, shared by the reader and the generator
+(`matrix_to_quat` and `matrix_to_axis_angle` also take jax.numpy as `xp`, for in-graph
+targets: xefm_jax/objectives/policy.py).
 
 Quaternions are (..., 4) w, x, y, z, Hamilton convention, active rotations. SE(3) poses are
 (..., 4, 4) homogeneous matrices; `T_a_b` maps points from frame b to frame a.
@@ -8,6 +10,8 @@ Camera frames are x right, y down, z forward (optical axis).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -27,37 +31,28 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
   ], -2)
 
 
-def matrix_to_quat(R: np.ndarray) -> np.ndarray:
-  """(..., 3, 3) -> (..., 4) wxyz with w >= 0 (Shepperd's method, batched)."""
-  R = np.asarray(R, dtype=np.float64)
-  m = R.reshape(-1, 3, 3)
-  tr = np.trace(m, axis1=1, axis2=2)
-  diag = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], -1)
-  choice = np.argmax(diag, -1)
-  q = np.empty((m.shape[0], 4))
-  for c in range(4):
-    s = choice == c
-    if not s.any():
-      continue
-    a = m[s]
-    if c == 0:
-      r = np.sqrt(1.0 + tr[s]) * 2
-      q[s] = np.stack([0.25 * r, (a[:, 2, 1] - a[:, 1, 2]) / r, (a[:, 0, 2] - a[:, 2, 0]) / r,
-                       (a[:, 1, 0] - a[:, 0, 1]) / r], -1)
-    elif c == 1:
-      r = np.sqrt(1.0 + a[:, 0, 0] - a[:, 1, 1] - a[:, 2, 2]) * 2
-      q[s] = np.stack([(a[:, 2, 1] - a[:, 1, 2]) / r, 0.25 * r, (a[:, 0, 1] + a[:, 1, 0]) / r,
-                       (a[:, 0, 2] + a[:, 2, 0]) / r], -1)
-    elif c == 2:
-      r = np.sqrt(1.0 + a[:, 1, 1] - a[:, 0, 0] - a[:, 2, 2]) * 2
-      q[s] = np.stack([(a[:, 0, 2] - a[:, 2, 0]) / r, (a[:, 0, 1] + a[:, 1, 0]) / r, 0.25 * r,
-                       (a[:, 1, 2] + a[:, 2, 1]) / r], -1)
-    else:
-      r = np.sqrt(1.0 + a[:, 2, 2] - a[:, 0, 0] - a[:, 1, 1]) * 2
-      q[s] = np.stack([(a[:, 1, 0] - a[:, 0, 1]) / r, (a[:, 0, 2] + a[:, 2, 0]) / r,
-                       (a[:, 1, 2] + a[:, 2, 1]) / r, 0.25 * r], -1)
-  q = np.where(q[:, :1] < 0, -q, q)
-  return q.reshape(R.shape[:-2] + (4,))
+def matrix_to_quat(R: np.ndarray, xp: Any = np) -> np.ndarray:
+  """(..., 3, 3) -> (..., 4) wxyz with w >= 0 (Shepperd's method, batched and branch-free:
+  all four candidates, the one of the largest diagonal term kept). xp: numpy (float64) or
+  jax.numpy (the array's dtype, traceable)."""
+  R = np.asarray(R, dtype=np.float64) if xp is np else xp.asarray(R)
+  m = [[R[..., i, j] for j in range(3)] for i in range(3)]
+  tr = m[0][0] + m[1][1] + m[2][2]
+  diag = xp.stack([tr, m[0][0], m[1][1], m[2][2]], -1)
+  # the kept candidate's radicand is >= 1; the others are clamped so they stay finite
+  r = [xp.sqrt(xp.maximum(x, 1e-12)) * 2 for x in (
+      1.0 + tr, 1.0 + m[0][0] - m[1][1] - m[2][2], 1.0 + m[1][1] - m[0][0] - m[2][2],
+      1.0 + m[2][2] - m[0][0] - m[1][1])]
+  a, b, c = m[2][1] - m[1][2], m[0][2] - m[2][0], m[1][0] - m[0][1]
+  d, e, f = m[0][1] + m[1][0], m[0][2] + m[2][0], m[1][2] + m[2][1]
+  cands = xp.stack([
+      xp.stack([0.25 * r[0], a / r[0], b / r[0], c / r[0]], -1),
+      xp.stack([a / r[1], 0.25 * r[1], d / r[1], e / r[1]], -1),
+      xp.stack([b / r[2], d / r[2], 0.25 * r[2], f / r[2]], -1),
+      xp.stack([c / r[3], e / r[3], f / r[3], 0.25 * r[3]], -1)], -2)  # (..., 4, 4)
+  choice = xp.argmax(diag, -1)[..., None, None]
+  q = xp.take_along_axis(cands, choice, axis=-2)[..., 0, :]
+  return xp.where(q[..., :1] < 0, -q, q)
 
 
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -84,12 +79,12 @@ def axis_angle_to_matrix(v: np.ndarray) -> np.ndarray:
   return eye + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)
 
 
-def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
-  """(..., 3, 3) -> (..., 3) rotation vectors, angle in [0, pi]."""
-  q = matrix_to_quat(R)
-  s = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
-  angle = 2 * np.arctan2(s, q[..., :1])
-  return q[..., 1:] * np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0)
+def matrix_to_axis_angle(R: np.ndarray, xp: Any = np) -> np.ndarray:
+  """(..., 3, 3) -> (..., 3) rotation vectors, angle in [0, pi]; xp as in matrix_to_quat."""
+  q = matrix_to_quat(R, xp)
+  s = xp.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+  angle = 2 * xp.arctan2(s, q[..., :1])
+  return q[..., 1:] * xp.where(s > 1e-12, angle / xp.maximum(s, 1e-12), 2.0)
 
 
 def make_se3(R: np.ndarray, t: np.ndarray) -> np.ndarray:

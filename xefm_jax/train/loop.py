@@ -53,12 +53,25 @@ def log(msg: str, *args: Any) -> None:
 
 
 def with_corpus_sizes(config: ml_collections.ConfigDict, corpus: source_lib.Corpus) -> None:
-  """Copies the corpus' label and vocabulary sizes into config.data (in place; a locked
+  """Copies the corpus' label and vocabulary sizes, and its hands' train statistics
+  (hand_stats: the policy objective's metres), into config.data (in place; a locked
   config accepts new values for existing keys). The model's vocabulary follows by
   reference."""
   window = corpus.window_spec(config.data)
   for name in LABEL_SIZES:
     config.data[name] = getattr(window, name)
+  config.data.hand_stats = {k: {"mean": list(map(float, corpus.stats[k]["mean"])),
+                               "std": list(map(float, corpus.stats[k]["std"]))}
+                           for k in ("wrist", "hands_local")}
+
+
+def without_corpus(config: ml_collections.ConfigDict) -> None:
+  """For shape-only work without a corpus (launch/aot_check.py, benchmarks): unit hand
+  statistics in config.data.hand_stats where none are set, so the policy objective builds;
+  its targets are then not in metres, so never train with them."""
+  if config.data.get("hand_stats") is None:
+    config.data.hand_stats = {k: {"mean": [0.0] * 3, "std": [1.0] * 3}
+                              for k in ("wrist", "hands_local")}
 
 
 def check_video_features(config: ml_collections.ConfigDict, corpus: source_lib.Corpus
