@@ -83,6 +83,23 @@ def _frame(src: source_lib.WindowSource, row_of: Mapping[tuple[int, int], int], 
   return window[f"video/{(present or views)[0]}"][now]
 
 
+def _window_cell(ax: Any, src: source_lib.WindowSource, row_of: Mapping[tuple[int, int], int],
+                 store: Any, row: int, view: str, ok: Optional[bool], prefix: str = "") -> None:
+  """One retrieved window in a grid: its last frame, a green (ok) or red (not) frame around
+  it where `ok` is given, and its episode and start below."""
+  episode, start = int(store.arrays["meta/episode"][row]), int(store.arrays["meta/start"][row])
+  frame = _frame(src, row_of, episode, start, view)
+  if frame is not None:
+    ax.imshow(frame)
+  if ok is not None:
+    for spine in ax.spines.values():
+      spine.set_color("green" if ok else "red")
+      spine.set_linewidth(3)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_xlabel(f"{prefix}ep {episode} @{start}", fontsize=6)
+
+
 def retrieval_examples(examples: Sequence[Mapping[str, Any]], store: Any,
                        corpus: source_lib.Corpus, data_cfg: Any, split: str,
                        out_dir: pathlib.Path, view: str = "stereo_left") -> Optional[str]:
@@ -90,7 +107,6 @@ def retrieval_examples(examples: Sequence[Mapping[str, Any]], store: Any,
     return None
   src, row_of = _windows(corpus, data_cfg, split)
   vocab = text_lib.Vocab(corpus.manifest["vocabularies"]["word"])
-  episodes, starts = store.arrays["meta/episode"], store.arrays["meta/start"]
   k = max(len(e["top_rows"]) for e in examples)
   fig = Figure(figsize=(2.2 * k, 2.6 * len(examples)))
   axes = fig.subplots(len(examples), k, squeeze=False)
@@ -98,16 +114,7 @@ def retrieval_examples(examples: Sequence[Mapping[str, Any]], store: Any,
     sentence = vocab.decode(store.target("caption")[ex["query_row"]][1:])
     axes[r, 0].set_title("\n".join(textwrap.wrap(sentence, 40)[:3]), fontsize=7, loc="left")
     for c, (row, ok) in enumerate(zip(ex["top_rows"], ex["relevant"])):
-      ax = axes[r, c]
-      frame = _frame(src, row_of, int(episodes[row]), int(starts[row]), view)
-      if frame is not None:
-        ax.imshow(frame)
-      for spine in ax.spines.values():
-        spine.set_color("green" if ok else "red")
-        spine.set_linewidth(3)
-      ax.set_xticks([])
-      ax.set_yticks([])
-      ax.set_xlabel(f"#{c + 1} ep {int(episodes[row])} @{int(starts[row])}", fontsize=6)
+      _window_cell(axes[r, c], src, row_of, store, row, view, ok, f"#{c + 1} ")
   fig.suptitle("caption grounding (model): sentence -> top windows (green: relevant)",
                fontsize=9)
   return _save(fig, out_dir, "retrieval_examples.png")
@@ -120,7 +127,6 @@ def future_retrieval(examples: Sequence[Mapping[str, Any]], store: Any,
   if not examples:
     return None
   src, row_of = _windows(corpus, data_cfg, split)
-  episodes, starts = store.arrays["meta/episode"], store.arrays["meta/start"]
   k = max(len(e["top_rows"]) for e in examples)
   fig = Figure(figsize=(2.0 * (k + 2), 2.2 * len(examples)))
   axes = fig.subplots(len(examples), k + 2, squeeze=False)
@@ -129,17 +135,8 @@ def future_retrieval(examples: Sequence[Mapping[str, Any]], store: Any,
                                               ex["future_row"], True)]
     cells += [(f"#{c + 1}", row, row == ex["future_row"]) for c, row in enumerate(ex["top_rows"])]
     for ax, (title, row, ok) in zip(axes[r], cells):
-      frame = _frame(src, row_of, int(episodes[row]), int(starts[row]), view)
-      if frame is not None:
-        ax.imshow(frame)
-      if ok is not None:
-        for spine in ax.spines.values():
-          spine.set_color("green" if ok else "red")
-          spine.set_linewidth(3)
-      ax.set_xticks([])
-      ax.set_yticks([])
+      _window_cell(ax, src, row_of, store, row, view, ok)
       ax.set_title(title, fontsize=7)
-      ax.set_xlabel(f"ep {int(episodes[row])} @{int(starts[row])}", fontsize=6)
   fig.suptitle("world model: the future_state head's predicted latent -> retrieved future "
                "windows (last frame; green: the true future)", fontsize=9)
   return _save(fig, out_dir, "future_retrieval.png")

@@ -101,11 +101,12 @@ def action_targets(batch: Mapping[str, Any], data_config: Any) -> tuple[Array, A
   ends = norm.hands_to_metres(fut["hands"][:, idx].astype(jnp.float32))  # (B, K, 2, 21, 3)
   ends_ok = fut["hands_valid"][:, idx]  # (B, K, 2)
   now = norm.hands_to_metres(batch["hands"][:, -1:].astype(jnp.float32))  # (B, 1, 2, 21, 3)
-  starts = jnp.concatenate([now, ends[:, :-1]], 1)
-  starts_ok = jnp.concatenate([batch["hands_valid"][:, -1:], ends_ok[:, :-1]], 1)
-  R_a, p_a, _, ok_a = actions_lib.hand_poses(space, starts, starts_ok, jnp)
-  R_b, p_b, f_b, ok_b = actions_lib.hand_poses(space, ends, ends_ok, jnp)
-  act, ok = actions_lib.step_actions(space, R_a, p_a, ok_a, R_b, p_b, f_b, ok_b, jnp)
+  # the poses of now and every step's end once; step k runs from pose k to pose k + 1
+  R, p, f, ok = actions_lib.hand_poses(
+      space, jnp.concatenate([now, ends], 1),
+      jnp.concatenate([batch["hands_valid"][:, -1:], ends_ok], 1), jnp)
+  act, ok = actions_lib.step_actions(space, R[:, :-1], p[:, :-1], ok[:, :-1], R[:, 1:],
+                                     p[:, 1:], f[:, 1:], ok[:, 1:], jnp)
   return jax.lax.stop_gradient(act), ok
 
 
