@@ -51,6 +51,7 @@ import tqdm
 from data_pipelines import validate
 from xefm_jax import errors
 from xefm_jax.data import episode as episode_lib
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import shards
 from xefm_jax.data import splits as splits_lib
 from xefm_jax.data import stats as stats_lib
@@ -70,8 +71,8 @@ def _episode_facts(path: str, frame_stride: int, frame_slack: int) -> dict[str, 
     return {
         "frames": ep.num_frames // frame_stride, "task": tl.task,
         "subtasks": list(tl.subtasks),
-        "actions": sorted({streams_lib.action_class(a) for a in tl.action_labels} - {""}),
-        "objects": sorted({o for s in tl.object_sets for o in s} - streams_lib.NOT_OBJECTS),
+        "actions": sorted({labels_lib.action_class(a) for a in tl.action_labels} - {""}),
+        "objects": sorted({o for s in tl.object_sets for o in s} - labels_lib.NOT_OBJECTS),
         "sentences": list(tl.interactions),
     }
 
@@ -170,7 +171,7 @@ def shred_shard(out: str, raw: str, plan: dict, shard_name: str) -> dict[str, An
   out_p, raw_p = pathlib.Path(out), pathlib.Path(raw)
   shard = next(s for s in plan["shards"] if s["name"] == shard_name)
   options = shards.ShredOptions(**plan["options"])
-  labels = streams_lib.Labels.from_manifest(plan["vocabularies"])
+  labels = labels_lib.Labels.from_manifest(plan["vocabularies"])
   num_objects = len(labels.objects)
   tmp = out_p / f"{shards.TMP_PREFIX}{shard_name}-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)

@@ -11,8 +11,9 @@ from configs import local
 from model_helpers import host_params
 from xefm_jax.data import spec
 from xefm_jax.data.geometry import axis_angle_to_matrix, make_se3
-from xefm_jax.modalities import audio, base, pose
-from xefm_jax.modalities.base import ModalityEncoder
+from xefm_jax.modalities import audio, pose
+from xefm_jax.model import encoders
+from xefm_jax.model.encoders import ModalityEncoder
 from xefm_jax.model.xefm import XEFM
 
 CONFIG = local.get_config("tiny")
@@ -101,10 +102,10 @@ def _perturb(batch, where, rng, nan=False):
 
 def test_registry_has_every_modality_and_names_missing_ones():
   for name in CASES:
-    assert issubclass(base.get_tokenizer(name), base.Tokenizer)
-  assert set(CASES) <= set(base.registered())
+    assert issubclass(encoders.get_tokenizer(name), encoders.Tokenizer)
+  assert set(CASES) <= set(encoders.registered())
   with pytest.raises(KeyError, match="modalities/smell.py"):
-    base.get_tokenizer("smell")
+    encoders.get_tokenizer("smell")
 
 
 def test_a_missing_window_field_is_named():

@@ -10,7 +10,7 @@ import pytest
 from data_pipelines.export import common
 from data_pipelines.export import json_tasks
 from train_runs import launch_module
-from xefm_jax.data import streams
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import text as text_lib
 from xefm_jax.eval import answer_scores
 from xefm_jax.eval import answers
@@ -165,7 +165,7 @@ def test_every_problem_is_reported_by_line(json_task_export, tmp_path, capsys):
 
 
 def test_decoder_answers_render_into_the_schema():
-  labels = streams.Labels(("home",), ("Make tea",), ("pour", "stir"), ("cup", "kettle"),
+  labels = labels_lib.Labels(("home",), ("Make tea",), ("pour", "stir"), ("cup", "kettle"),
                           text_lib.Vocab(["<pad>", "<unk>", "<bos>", "<eos>", "the"]))
   layout = captioning.Layout.from_labels(labels)
   seq = [2, layout.marker("action"), layout.action_base + 1, layout.marker("subtask"),

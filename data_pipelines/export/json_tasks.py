@@ -125,7 +125,7 @@ def window_answer(labels: Mapping[str, np.ndarray], vocab: Any, a: int, b: int,
                   next_window: Optional[tuple[int, int]], start_frame: int, end_frame: int,
                   min_fraction: float) -> dict[str, Any]:
   """The answer of shard frames [a, b) (module docstring); names from `vocab`
-  (streams.Labels); next_window: shard frames of the next window, None past the end."""
+  (labels.Labels); next_window: shard frames of the next window, None past the end."""
   name = lambda table, i: answers.UNKNOWN if i is None else table[i]  # noqa: E731
   action = labels["action"][a:b]
   need = min_fraction * (b - a)

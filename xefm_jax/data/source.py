@@ -28,9 +28,9 @@ import numpy as np
 import tensorstore as ts
 
 from xefm_jax.data import features as features_lib
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import shards
 from xefm_jax.data import spec as spec_lib
-from xefm_jax.data import streams as streams_lib
 
 # Stored arrays read at the frame stride over the low-dimensional span (context + future).
 LOW_DIM = ("pose", "hands", "body", "contacts", "labels", "objects", "caption")
@@ -48,7 +48,7 @@ class Corpus:
     self.root = pathlib.Path(root)
     self.manifest = shards.load_manifest(self.root)
     self.options = shards.ShredOptions(**self.manifest["options"])
-    self.labels = streams_lib.Labels.from_manifest(self.manifest["vocabularies"])
+    self.labels = labels_lib.Labels.from_manifest(self.manifest["vocabularies"])
     self.episodes: list[dict] = self.manifest["episodes"]
     self.stats: dict[str, dict] = self.manifest["stats"]
     self._verified: set[str] = set()

@@ -32,51 +32,11 @@ from typing import Optional
 import numpy as np
 
 from xefm_jax.data import episode as episode_lib
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import media
 from xefm_jax.data import shards
 from xefm_jax.data import spec
-from xefm_jax.data import text as text_lib
 from xefm_jax.data import xperience
-
-NOT_OBJECTS = frozenset({"hand", "hands"})  # always present: not a relevant-object label
-TRANSITION_RADIUS = 10  # raw (20 fps) frames: transition_detection's +-10 frames
-
-
-def near_boundary(action_start: np.ndarray, radius: int = TRANSITION_RADIUS) -> np.ndarray:
-  """(N,) bool per raw frame: an action boundary lies within +-radius frames. A boundary is
-  an action start after the episode's first frame (frame 0 starts the recording, not an
-  action change)."""
-  starts = np.asarray(action_start, bool).copy()
-  starts[:1] = False
-  kernel = np.ones(2 * radius + 1)
-  return np.convolve(starts.astype(np.float64), kernel, mode="same") > 0.5
-
-
-def action_class(label: str) -> str:
-  """The action class of a caption action label: its first word, a verb."""
-  words = text_lib.tokenize(label)
-  return words[0] if words else ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Labels:
-  """Label vocabularies of a corpus (the manifest's), name -> id by position."""
-
-  tasks: tuple[str, ...]
-  subtasks: tuple[str, ...]
-  actions: tuple[str, ...]  # action classes (verbs)
-  objects: tuple[str, ...]
-  words: text_lib.Vocab
-
-  @classmethod
-  def from_manifest(cls, vocab: dict) -> "Labels":
-    return cls(tuple(vocab["task"]), tuple(vocab["subtask"]), tuple(vocab["action"]),
-               tuple(vocab["object"]), text_lib.Vocab(vocab["word"]))
-
-  def ids(self, names: tuple[str, ...], table: tuple[str, ...]) -> np.ndarray:
-    index = {n: i for i, n in enumerate(table)}
-    return np.array([index.get(n, -1) for n in names], np.int32)
-
 
 def _block_reduce(x: np.ndarray, size: int, weights: Optional[np.ndarray] = None) -> np.ndarray:
   """(T, H, W) -> (T, size, size): (weighted) block mean, or cell-centre sampling."""
@@ -96,7 +56,7 @@ def _block_reduce(x: np.ndarray, size: int, weights: Optional[np.ndarray] = None
 class EpisodeStreams:
   """Shard-resolution streams of one open episode, read block by block."""
 
-  def __init__(self, ep: episode_lib.Episode, options: shards.ShredOptions, labels: Labels):
+  def __init__(self, ep: episode_lib.Episode, options: shards.ShredOptions, labels: labels_lib.Labels):
     self.ep, self.options, self.labels = ep, options, labels
     s = options.frame_stride
     self.num_frames = ep.num_frames // s  # output frames; a partial last stride is dropped
@@ -208,7 +168,7 @@ class EpisodeStreams:
     frames = np.arange(a, b, s)
     task = lab.ids((tl.task,), lab.tasks)[0]
     subtask_ids = np.append(lab.ids(tl.subtasks, lab.subtasks), -1).astype(np.int32)  # [-1] -> -1
-    action_ids = np.append(lab.ids(tuple(action_class(x) for x in tl.action_labels),
+    action_ids = np.append(lab.ids(tuple(labels_lib.action_class(x) for x in tl.action_labels),
                                    lab.actions), -1).astype(np.int32)
     object_index = {o: i for i, o in enumerate(lab.objects)}
     objects = np.zeros((n, len(lab.objects)), bool)
@@ -218,7 +178,7 @@ class EpisodeStreams:
           objects[row, object_index[o]] = True
     starts = tl.action_start[a:b].reshape(n, s).any(-1)
     if self._transition is None:
-      self._transition = near_boundary(tl.action_start)
+      self._transition = labels_lib.near_boundary(tl.action_start)
     if self._sentences is None:  # each distinct sentence encoded once, row -1 all PAD
       self._sentences = np.stack(
           [lab.words.encode(x, self.options.caption_len) for x in tl.interactions]

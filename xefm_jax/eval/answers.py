@@ -29,9 +29,9 @@ from typing import Any, Mapping, Optional, Sequence
 import ml_collections
 import numpy as np
 
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import source as source_lib
 from xefm_jax.data import spec as spec_lib
-from xefm_jax.data import streams
 from xefm_jax.eval import embed
 from xefm_jax.eval import variants as variants_lib
 from xefm_jax.objectives import captioning
@@ -51,7 +51,7 @@ def answer_text(answer: Mapping[str, Any]) -> str:
   return json.dumps(answer, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def decoder_answer(tokens: Sequence[int] | np.ndarray, labels: streams.Labels,
+def decoder_answer(tokens: Sequence[int] | np.ndarray, labels: labels_lib.Labels,
                    evidence_window: Mapping[str, int]) -> str:
   """One decoded sequence -> the answer text (module docstring), or a non-JSON line naming
   the tokens where the sequence breaks the decoder's grammar."""

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xefm_jax.data import pipeline
 from xefm_jax.eval import variants as variants_lib
-from xefm_jax.modalities import base as modalities_base
+from xefm_jax.model import encoders
 from xefm_jax.model import xefm
 from xefm_jax.objectives import base as objectives_base
 from xefm_jax.objectives.pretrainer import Pretrainer
@@ -44,7 +44,7 @@ def input_fields(model_config: ml_collections.ConfigDict, modalities: Sequence[s
   """The window fields the encoders of `modalities` read."""
   fields: list[str] = []
   for name in modalities:
-    tokenizer = modalities_base.get_tokenizer(model_config.modalities[name].get("tokenizer")
+    tokenizer = encoders.get_tokenizer(model_config.modalities[name].get("tokenizer")
                                               or name)
     fields += [f for f in tokenizer.fields if f not in fields]
   return tuple(fields)

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import pipeline
-from xefm_jax.data import streams
 from xefm_jax.eval import embed
 from xefm_jax.eval import metrics
 from xefm_jax.objectives import captioning
@@ -36,7 +36,7 @@ def _labels_f1(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
   return {"macro_f1": s["macro_f1"], "accuracy": s["micro_f1"]}
 
 
-def structured_generation(test: embed.Store, labels: streams.Labels, max_examples: int = 3
+def structured_generation(test: embed.Store, labels: labels_lib.Labels, max_examples: int = 3
                           ) -> dict[str, Any]:
   """JSON validity rate of the greedy decodings and a score per field, over every test
   window (an invalid answer counts as wrong in every field).

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xefm_jax.data.spec import AUDIO_RATE_HZ
-from xefm_jax.modalities import base
+from xefm_jax.model import encoders
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -56,7 +56,7 @@ def log_mel_spectrogram(audio: jax.Array, *, n_fft: int, win_length: int, hop_le
                         sample_rate: int = AUDIO_RATE_HZ) -> jax.Array:
   """(B, N) samples -> (B, N // hop, n_mels) natural-log mel energies, fp32."""
   n = audio.shape[-1]
-  base.check_divisible("audio: samples", n, hop_length)
+  encoders.check_divisible("audio: samples", n, hop_length)
   pad = win_length - hop_length
   x = jnp.pad(audio.astype(jnp.float32), ((0, 0), (pad // 2, pad - pad // 2)))
   num_frames = n // hop_length
@@ -68,14 +68,14 @@ def log_mel_spectrogram(audio: jax.Array, *, n_fft: int, win_length: int, hop_le
   return jnp.log(mel + 1e-6)
 
 
-@base.register("audio")
-class AudioTokenizer(base.Tokenizer):
+@encoders.register("audio")
+class AudioTokenizer(encoders.Tokenizer):
   """(B, N) 16 kHz samples + (B,) validity -> spectrogram patch tokens."""
 
   fields = ("audio", "audio_valid")
 
   @nn.compact
-  def __call__(self, batch: base.Batch) -> base.Patches:
+  def __call__(self, batch: encoders.Batch) -> encoders.Patches:
     cfg = self.config
     valid = batch["audio_valid"]  # (B,)
     audio = jnp.where(valid[:, None], batch["audio"], 0)  # (B, N)
@@ -83,8 +83,8 @@ class AudioTokenizer(base.Tokenizer):
                                hop_length=cfg.hop_length, n_mels=cfg.n_mels, fmin=cfg.fmin,
                                fmax=cfg.fmax)  # (B, F, M)
     pt, pf = cfg.patch_time, cfg.patch_freq
-    base.check_divisible("audio: STFT frames", spec.shape[1], pt)
-    base.check_divisible("audio: n_mels", cfg.n_mels, pf)
+    encoders.check_divisible("audio: STFT frames", spec.shape[1], pt)
+    encoders.check_divisible("audio: n_mels", cfg.n_mels, pf)
     x = einops.rearrange(spec, "b (t pt) (f pf) -> b t f (pt pf)", pt=pt, pf=pf)
     x = self.embed(x, "patch_embedding", input_axis="patch")  # (B, t, f, E)
     num_t, num_f = x.shape[1], x.shape[2]
@@ -94,11 +94,11 @@ class AudioTokenizer(base.Tokenizer):
     centre = (np.arange(num_t) + 0.5) * pt * cfg.hop_length  # (t,)
     time = np.repeat(centre / cfg.samples_per_frame - 0.5, num_f).astype(np.float32)
     mask = jnp.broadcast_to(valid[:, None], (valid.shape[0], num_t * num_f))
-    return base.Patches(einops.rearrange(x, "b t f e -> b (t f) e"), mask, time,
+    return encoders.Patches(einops.rearrange(x, "b t f e -> b (t f) e"), mask, time,
                         einops.rearrange(position, "t f e -> (t f) e"))
 
   @staticmethod
-  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+  def targets(batch: encoders.Batch, config) -> tuple[jax.Array, jax.Array]:
     """Per-patch normalised log-mel patches, (B, t f, pt pf), and weight."""
     valid = batch["audio_valid"]  # (B,)
     spec = log_mel_spectrogram(
@@ -108,4 +108,4 @@ class AudioTokenizer(base.Tokenizer):
     x = einops.rearrange(spec, "b (t pt) (f pf) -> b (t f) (pt pf)", pt=config.patch_time,
                          pf=config.patch_freq)
     weight = jnp.broadcast_to(valid[:, None, None], x.shape)
-    return base.normalise_patches(x, weight), weight
+    return encoders.normalise_patches(x, weight), weight

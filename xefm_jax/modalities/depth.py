@@ -17,24 +17,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xefm_jax.modalities import base
+from xefm_jax.model import encoders
 
 
-@base.register("depth")
-class DepthTokenizer(base.Tokenizer):
+@encoders.register("depth")
+class DepthTokenizer(encoders.Tokenizer):
   """(B, T, H, W) depth and confidence, (B, T) validity, (B, 4) intrinsics -> Patches."""
 
   fields = ("depth", "depth_confidence", "depth_valid", "depth_intrinsics")
 
   @nn.compact
-  def __call__(self, batch: base.Batch) -> base.Patches:
+  def __call__(self, batch: encoders.Batch) -> encoders.Patches:
     valid = batch["depth_valid"]  # (B, T)
     x = jnp.stack([batch["depth"], batch["depth_confidence"]], axis=-1)  # (B, T, H, W, 2)
     _, t, h, w, _ = x.shape
     tt, p = self.config.tubelet, self.config.patch
-    base.check_divisible("depth: frames", t, tt)
-    base.check_divisible("depth: height", h, p)
-    base.check_divisible("depth: width", w, p)
+    encoders.check_divisible("depth: frames", t, tt)
+    encoders.check_divisible("depth: height", h, p)
+    encoders.check_divisible("depth: width", w, p)
     x = jnp.where(valid[:, :, None, None, None], x, 0)
     x = einops.rearrange(x, "b (t tt) (h ph) (w pw) c -> b t (h w) (tt ph pw c)",
                          tt=tt, ph=p, pw=p)  # (B, t, S, tt*p*p*2)
@@ -49,13 +49,13 @@ class DepthTokenizer(base.Tokenizer):
     position = jnp.broadcast_to(position, x.shape)  # (B, t, S, E)
     mask = einops.reduce(valid, "b (t tt) -> b t", "max", tt=tt)  # (B, t)
     mask = jnp.broadcast_to(mask[:, :, None], (mask.shape[0], num_t, num_s))
-    time = np.repeat(base.chunk_centres(num_t, tt), num_s)
-    return base.Patches(einops.rearrange(x, "b t s e -> b (t s) e"),
+    time = np.repeat(encoders.chunk_centres(num_t, tt), num_s)
+    return encoders.Patches(einops.rearrange(x, "b t s e -> b (t s) e"),
                         einops.rearrange(mask, "b t s -> b (t s)"), time,
                         einops.rearrange(position, "b t s e -> b (t s) e"))
 
   @staticmethod
-  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+  def targets(batch: encoders.Batch, config) -> tuple[jax.Array, jax.Array]:
     """Per-tubelet normalised depth of the valid frames, (B, t S, tt p p), and weight."""
     valid = batch["depth_valid"]  # (B, T)
     x = jnp.where(valid[:, :, None, None], batch["depth"].astype(jnp.float32), 0.0)
@@ -63,4 +63,4 @@ class DepthTokenizer(base.Tokenizer):
     pattern = "b (t tt) (h ph) (w pw) -> b (t h w) (tt ph pw)"
     kw = dict(tt=config.tubelet, ph=config.patch, pw=config.patch)
     x, weight = einops.rearrange(x, pattern, **kw), einops.rearrange(v, pattern, **kw)
-    return base.normalise_patches(x, weight), weight
+    return encoders.normalise_patches(x, weight), weight

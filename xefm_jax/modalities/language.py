@@ -18,7 +18,7 @@ import numpy as np
 
 from xefm_jax.data.spec import PAD_ID
 from xefm_jax.model import layers
-from xefm_jax.modalities import base
+from xefm_jax.model import encoders
 
 VOCAB_MULTIPLE = 128
 
@@ -27,14 +27,14 @@ def padded_vocab_size(vocab_size: int) -> int:
   return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-@base.register("language")
-class LanguageTokenizer(base.Tokenizer):
+@encoders.register("language")
+class LanguageTokenizer(encoders.Tokenizer):
   """(B, L) int32 caption ids + (B,) validity -> one token per word."""
 
   fields = ("caption", "caption_valid")
 
   @nn.compact
-  def __call__(self, batch: base.Batch) -> base.Patches:
+  def __call__(self, batch: encoders.Batch) -> encoders.Patches:
     ids, valid = batch["caption"], batch["caption_valid"]  # (B, L), (B,)
     mask = (ids != PAD_ID) & valid[:, None]  # (B, L)
     ids = jnp.where(mask, ids, PAD_ID)
@@ -42,10 +42,10 @@ class LanguageTokenizer(base.Tokenizer):
                      param_dtype=self.param_dtype, name="token_embedding")(ids)  # (B, L, E)
     length = ids.shape[1]
     time = np.full((length,), self.config.window_centre, np.float32)
-    return base.Patches(x, mask, time, self.table("word_position", length))
+    return encoders.Patches(x, mask, time, self.table("word_position", length))
 
   @staticmethod
-  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+  def targets(batch: encoders.Batch, config) -> tuple[jax.Array, jax.Array]:
     """The caption's word ids (B, L) (cross-entropy targets) and weight (B, L)."""
     ids = batch["caption"]  # (B, L)
     valid = (ids != PAD_ID) & batch["caption_valid"][:, None]

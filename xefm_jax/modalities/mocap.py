@@ -18,20 +18,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xefm_jax.modalities import base
+from xefm_jax.model import encoders
 
 HAND_FEATURES = 21 * 3
 BODY_FEATURES = 52 * 3
 
 
-@base.register("mocap")
-class MocapTokenizer(base.Tokenizer):
+@encoders.register("mocap")
+class MocapTokenizer(encoders.Tokenizer):
   """hands (B, T, 2, 21, 3), hands_valid (B, T, 2), body (B, T, 52, 3), body_valid (B, T)."""
 
   fields = ("hands", "hands_valid", "body", "body_valid")
 
   @nn.compact
-  def __call__(self, batch: base.Batch) -> base.Patches:
+  def __call__(self, batch: encoders.Batch) -> encoders.Patches:
     c = self.config.frames_per_token
     hands, hands_valid = batch["hands"], batch["hands_valid"]
     hands = jnp.where(hands_valid[..., None, None], hands, 0)  # NaN-safe before the subtraction
@@ -39,23 +39,23 @@ class MocapTokenizer(base.Tokenizer):
     fingers = hands[..., 1:, :] - wrist[..., None, :]  # (B, T, 2, 20, 3)
     hand = jnp.concatenate(
         [wrist, einops.rearrange(fingers, "b t s j x -> b t s (j x)")], axis=-1)  # (.., 63)
-    hand, hand_mask, time = base.frame_chunks(hand, hands_valid, c, "mocap hands")
+    hand, hand_mask, time = encoders.frame_chunks(hand, hands_valid, c, "mocap hands")
     hand = self.embed(hand, "hand_embedding")  # (B, t, 2, E)
     body = einops.rearrange(batch["body"], "b t k x -> b t (k x)")  # (B, T, 156)
-    body, body_mask, _ = base.frame_chunks(body, batch["body_valid"], c, "mocap body")
+    body, body_mask, _ = encoders.frame_chunks(body, batch["body_valid"], c, "mocap body")
     body = self.embed(body, "body_embedding")  # (B, t, E)
     x = jnp.concatenate([hand, body[:, :, None]], axis=2)  # (B, t, 3, E)
     mask = jnp.concatenate([hand_mask, body_mask[:, :, None]], axis=2)  # (B, t, 3)
     num_t = x.shape[1]
     position = jnp.broadcast_to(self.table("part_embedding", 3)[None],
                                 (num_t, 3, self.width))  # (t, 3, E)
-    return base.Patches(einops.rearrange(x, "b t p e -> b (t p) e"),
+    return encoders.Patches(einops.rearrange(x, "b t p e -> b (t p) e"),
                         einops.rearrange(mask, "b t p -> b (t p)"),
                         np.repeat(time, 3),
                         einops.rearrange(position, "t p e -> (t p) e"))
 
   @staticmethod
-  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+  def targets(batch: encoders.Batch, config) -> tuple[jax.Array, jax.Array]:
     """Per chunk and part (left, right, body): the hands in the pipeline's normalised layout
     (63 features, zero-padded to the body's 156) or the body keypoints, (B, t 3, c 156), and
     weight."""

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xefm_jax.modalities import base
+from xefm_jax.model import encoders
 
 _IDENTITY_6D = np.eye(3, dtype=np.float32)[:, :2].reshape(-1)  # (6,)
 
@@ -38,25 +38,25 @@ def relative_motion(pose: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.A
   return jnp.concatenate([rot6d, rel_trans], axis=-1), valid & valid_prev
 
 
-@base.register("pose")
-class PoseTokenizer(base.Tokenizer):
+@encoders.register("pose")
+class PoseTokenizer(encoders.Tokenizer):
   """(B, T, 4, 4) T_world_body + (B, T) validity -> one token per chunk of frames."""
 
   fields = ("pose", "pose_valid")
 
   @nn.compact
-  def __call__(self, batch: base.Batch) -> base.Patches:
+  def __call__(self, batch: encoders.Batch) -> encoders.Patches:
     valid = batch["pose_valid"]  # (B, T)
     pose = batch["pose"].astype(jnp.float32)
     motion, motion_valid = relative_motion(pose, valid)  # (B, T, 9), (B, T)
     motion = jnp.where(motion_valid[..., None], motion * self.config.frame_rate, 0)
     up = jnp.where(valid[..., None], pose[..., 2, :3], 0)  # world z in body frame (B, T, 3)
     frame = jnp.concatenate([motion, up, motion_valid[..., None].astype(jnp.float32)], -1)
-    chunks, mask, time = base.frame_chunks(frame, valid, self.config.frames_per_token, "pose")
-    return base.Patches(self.embed(chunks, "pose_embedding"), mask, time)  # (B, t, E)
+    chunks, mask, time = encoders.frame_chunks(frame, valid, self.config.frames_per_token, "pose")
+    return encoders.Patches(self.embed(chunks, "pose_embedding"), mask, time)  # (B, t, E)
 
   @staticmethod
-  def targets(batch: base.Batch, config) -> tuple[jax.Array, jax.Array]:
+  def targets(batch: encoders.Batch, config) -> tuple[jax.Array, jax.Array]:
     """Per chunk: camera motion rates [rot6d - I, translation] x frame rate and world up in
     the body frame of each frame, (B, t, c 12), and weight."""
     valid = batch["pose_valid"]  # (B, T)
@@ -69,4 +69,4 @@ class PoseTokenizer(base.Tokenizer):
     weight = jnp.concatenate([jnp.broadcast_to(motion_valid[..., None], motion.shape),
                               jnp.broadcast_to(valid[..., None], up.shape)], -1)
     c = config.frames_per_token
-    return base.chunk_frames(x, c), base.chunk_frames(weight, c)
+    return encoders.chunk_frames(x, c), encoders.chunk_frames(weight, c)

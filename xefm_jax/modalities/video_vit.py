@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xefm_jax.model import encoders
 from xefm_jax.model import layers
-from xefm_jax.modalities import base
 from xefm_jax.modalities import video
 
 
@@ -127,7 +127,7 @@ class ViT(nn.Module):
                    param_dtype=self.param_dtype, name="Transformer")(x)
 
 
-@base.register("video_vit")
+@encoders.register("video_vit")
 class VideoViTTokenizer(video.VideoTokenizer):
   """(B, V, T, H, W, 3) uint8 + (B, V) view validity -> tubelet Patches via a per-frame ViT;
   the token layout and masked-modeling targets are the tubelet tokenizer's.
@@ -140,13 +140,13 @@ class VideoViTTokenizer(video.VideoTokenizer):
   fields = ("video_valid",)  # and "video" or "video_features"
 
   @nn.compact
-  def __call__(self, batch: base.Batch) -> base.Patches:
+  def __call__(self, batch: encoders.Batch) -> encoders.Patches:
     tt, p, vit = self.config.tubelet, self.config.patch, self.config.vit
     valid = batch["video_valid"]
     if "video_features" in batch:
       x = batch["video_features"]  # (B, V, T, S, D)
       b, v, t = x.shape[:3]
-      base.check_divisible("video: frames", t, tt)
+      encoders.check_divisible("video: frames", t, tt)
       if x.shape[-1] != vit.width:
         raise ValueError(f"video_features: {x.shape[-1]} channels, but the ViT of "
                          f"config.model.modalities.video.vit is {vit.width} wide: the features "

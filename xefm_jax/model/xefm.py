@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from xefm_jax.model.encoders import ModalityEncoder
 from xefm_jax.model.fusion import FusionTransformer
 from xefm_jax.model.tokens import TokenGroup
-from xefm_jax.modalities.base import ModalityEncoder
 
 Array = jax.Array
 Batch = Mapping[str, Any]

@@ -29,7 +29,7 @@ readouts, MLP; teacher forcing in training) trains only on `heads.supervised_row
 whose pass did not see their caption (it states the action, subtask and objects) and that
 masked modeling left whole. `generate` decodes greedily without constraints, so
 the validity rate measures the model; `parse`/`render_json` (host, numpy) turn a decoded
-sequence into a dict / JSON string given the manifest's vocabularies (streams.Labels) and
+sequence into a dict / JSON string given the manifest's vocabularies (labels_lib.Labels) and
 return None for a sequence that breaks the grammar.
 """
 
@@ -45,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import spec
-from xefm_jax.data import streams
 from xefm_jax.modalities import language as language_lib
 from xefm_jax.model import layers
 from xefm_jax.model.transformer import head_dim
@@ -74,7 +74,7 @@ class Layout:
                data_config.num_objects)
 
   @classmethod
-  def from_labels(cls, labels: streams.Labels) -> "Layout":
+  def from_labels(cls, labels: labels_lib.Labels) -> "Layout":
     return cls(len(labels.words), len(labels.actions), len(labels.subtasks),
                len(labels.objects))
 
@@ -234,7 +234,7 @@ def parse(ids: Sequence[int] | np.ndarray, layout: Layout) -> Optional[dict[str,
   return out
 
 
-def render_json(ids: Sequence[int] | np.ndarray, labels: streams.Labels,
+def render_json(ids: Sequence[int] | np.ndarray, labels: labels_lib.Labels,
                 evidence_window: Any = None) -> Optional[str]:
   """A decoded sequence -> the window's JSON answer with names from the manifest's
   vocabularies (actions, subtasks, objects, words), or None when it is not valid.

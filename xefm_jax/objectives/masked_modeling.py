@@ -11,7 +11,7 @@ Which ones follows a per-sample modality budget w ~ Dirichlet(alpha) (4M): token
 modality m is kept with weight w_m / n_m by weighted sampling without replacement
 (Efraimidis-Spirakis keys log(u) / weight, top-k), so one window keeps mostly video,
 another mostly mocap and IMU, and each is asked to reconstruct the rest. Hidden tokens take
-no part in the trunk (MAE: neither keys nor queries of any attention, modalities/base.py),
+no part in the trunk (MAE: neither keys nor queries of any attention, model/encoders.py),
 so the trunk's computation on a masked window is that of a window without those tokens.
 Supervised heads skip masked windows (heads.supervised_rows).
 
@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from xefm_jax.modalities import base as modalities_base
 from xefm_jax.modalities import language as language_lib
+from xefm_jax.model import encoders
 from xefm_jax.model import layers
 from xefm_jax.model.transformer import TransformerStack
 from xefm_jax.objectives import base
@@ -62,7 +62,7 @@ def reconstruction_targets(batch: Mapping[str, Any], model_config: Any, name: st
   """What modality `name`'s tokens are reconstructed to, token by token: its tokenizer's
   `targets` (xefm_jax/modalities/<name>.py), so the layout cannot drift from the tokens."""
   cfg = model_config.modalities[name]
-  return modalities_base.get_tokenizer(cfg.get("tokenizer", None) or name).targets(batch, cfg)
+  return encoders.get_tokenizer(cfg.get("tokenizer", None) or name).targets(batch, cfg)
 
 
 class Decoder(nn.Module):

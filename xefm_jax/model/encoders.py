@@ -1,7 +1,10 @@
 """What every modality shares: the tokenizer contract, the registry and the encoder wrapper.
 
-A modality is one file in this package that defines a `Tokenizer` subclass decorated with
-`@register("<name>")`, plus one entry under `config.model.modalities.<name>`. The file's job
+A modality is one file in xefm_jax/modalities/ that defines a `Tokenizer` subclass decorated
+with `@register("<name>")`, plus one entry under `config.model.modalities.<name>`. This file
+lives with the model (the model builds a `ModalityEncoder` per configured modality) and
+imports no modality: the registry imports `xefm_jax.modalities.<name>` on first use, so
+imports point modalities -> model only. The file's job
 is the modality-specific part (reading its fields of the window, patching, the input
 projection, intra-modality positions, and `targets`: what its tokens are reconstructed to,
 token for token, so a change of the token layout cannot misalign masked modeling);
