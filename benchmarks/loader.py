@@ -31,7 +31,7 @@ from xefm_jax.data import episode as episode_lib  # noqa: E402
 from xefm_jax.data import pipeline  # noqa: E402
 from xefm_jax.data import shards  # noqa: E402
 from xefm_jax.data import source as source_lib  # noqa: E402
-from xefm_jax.data import streams as streams_lib  # noqa: E402
+from xefm_jax.data.streams import resample  # noqa: E402
 
 
 def timed(fn):
@@ -84,11 +84,13 @@ def main() -> None:
         shard, offset, _ = src._episodes[int(src.episode_ids[i])]
         if shard not in arrays:
           arrays[shard] = {x.name: shards.open_array(root / shard, x.name)
-                           for x in shards.ARRAYS}
+                           for x in corpus.layout.arrays}
         a, s = offset + int(src.starts[i]), spec.frame_stride
-        futures += [arrays[shard][x][a:a + src.span_low:s].read() for x in source_lib.LOW_DIM]
-        futures += [arrays[shard][x][a:a + src.span_frames:s].read() for x in source_lib.FRAMES]
-        futures += [arrays[shard][x][a:a + src.span_signal].read() for x in source_lib.SIGNALS]
+        for x, how in corpus.layout.read_as.items():
+          rows = {source_lib.LOW_DIM: slice(a, a + src.span_low, s),
+                  source_lib.FRAMES: slice(a, a + src.span_frames, s)}.get(
+                      how, slice(a, a + src.span_signal))
+          futures.append(arrays[shard][x][rows].read())
         futures.append(arrays[shard]["flags"][a:a + src.span].read())
       for f in futures:
         f.result()
@@ -102,7 +104,7 @@ def main() -> None:
       e = corpus.episodes[int(src.episode_ids[i])]
       start = int(src.starts[i])
       with episode_lib.Episode(raw / e["episode"]) as ep:
-        es = streams_lib.EpisodeStreams(ep, corpus.options, corpus.labels)
+        es = resample.EpisodeStreams(ep, corpus.options, corpus.labels)
         es.block(start, start + max(src.span_low, src.span_frames))
     return args.naive_windows
   naive = rates(timed(run_naive))

@@ -56,6 +56,7 @@ from xefm_jax.data import shards
 from xefm_jax.data import splits as splits_lib
 from xefm_jax.data import stats as stats_lib
 from xefm_jax.data import streams as streams_lib
+from xefm_jax.data.streams import resample
 from xefm_jax.data import text as text_lib
 
 BLOCK_CHUNKS = 4  # chunks of frames decoded and written at a time (bounds memory)
@@ -115,13 +116,17 @@ def make_plan(raw: pathlib.Path, report: dict, options: shards.ShredOptions,
       for r, i in group:
         episodes.append({"episode": r["episode"], "session": r["session"], "split": name,
                          "shard": shard["name"], "frames": i["frames"], "task": i["task"]})
-  return {
+  plan = {
       "schema_version": shards.SCHEMA_VERSION, "pipeline_version": shards.PIPELINE_VERSION,
       "raw": str(raw), "options": dataclasses.asdict(options), "splits": split,
       "vocabularies": vocab, "shards": plan_shards, "episodes": episodes,
       "failed": [{"episode": r["episode"], "reasons": r["reasons"]}
                  for r in rows if r["status"] != "pass"],
   }
+  names = tuple(d.name for d in streams_lib.registered())
+  if names != streams_lib.BUILTIN:  # an added stream: its columns follow the built-in ones
+    plan["streams"] = list(names)
+  return plan
 
 
 def write_or_check_plan(out: pathlib.Path, plan: dict) -> None:
@@ -173,31 +178,31 @@ def shred_shard(out: str, raw: str, plan: dict, shard_name: str) -> dict[str, An
   options = shards.ShredOptions(**plan["options"])
   labels = labels_lib.Labels.from_manifest(plan["vocabularies"])
   num_objects = len(labels.objects)
+  layout = shards.layout(plan.get("streams", streams_lib.BUILTIN))
   tmp = out_p / f"{shards.TMP_PREFIX}{shard_name}-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   _group_meta(tmp)
   arrays = {a.name: ts.open(shards.array_spec(tmp, a, shard["frames"], options,
                                               num_objects)).result()
-            for a in shards.ARRAYS}
+            for a in layout.arrays}
   episodes, offset = [], 0
   block = options.chunk_frames * BLOCK_CHUNKS
   pending: list = []  # the previous block's writes: compressed while the next decodes
   for name in shard["episodes"]:
     src = raw_p / name
     with episode_lib.Episode(src) as ep:
-      es = streams_lib.EpisodeStreams(ep, options, labels)
+      es = resample.EpisodeStreams(ep, options, labels)
       n = es.num_frames
       moments: dict[str, stats_lib.Moments] = {}
-      valid = {k: 0.0 for k in ("video_valid", "audio_valid", "depth_valid", "pose_valid",
-                                "hands_valid", "body_valid", "imu_valid", "caption_valid")}
+      valid = {k: 0.0 for d in layout.defs if d.group is not None for k in d.valid}
       for a in range(0, n, block):  # in order: each view is decoded once, sequentially
         b = min(n, a + block)
         data = es.block(a, b)
         for w in pending:  # never two blocks' writes at once: they may share a chunk
           w.result()
         pending = [arrays[k][offset + a:offset + b].write(v)
-                   for k, v in shards.pack(data).items()]
-        for k, m in stats_lib.moments(data).items():
+                   for k, v in layout.pack(data).items()]
+        for k, m in stats_lib.moments(data, layout.defs).items():
           moments[k] = moments[k] + m if k in moments else m
         for k in valid:
           valid[k] += float(np.asarray(data[k], np.float64).mean() * (b - a))
@@ -224,7 +229,7 @@ def shred_shard(out: str, raw: str, plan: dict, shard_name: str) -> dict[str, An
     raise shards.ShardError(f"{shard_name}: wrote {offset} frames, the plan says "
                             f"{shard['frames']} (the raw root changed since planning?)")
   grids = {a.name: shards.chunk_grid(a, shard["frames"], options, num_objects)
-           for a in shards.ARRAYS}
+           for a in layout.arrays}
   index = {"schema_version": shards.SCHEMA_VERSION, "name": shard_name, "split": shard["split"],
            "frames": offset, "episodes": episodes, "chunks": shards.chunk_record(tmp, grids)}
   (tmp / shards.INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
@@ -256,6 +261,7 @@ def merge(out: pathlib.Path) -> Optional[dict]:
                  for ix in indexes],
       "episodes": [{k: v for k, v in e.items() if k != "stats"} for e in episodes],
       "stats": stats_lib.merge(train_stats), "failed": plan["failed"],
+      **({"streams": plan["streams"]} if "streams" in plan else {}),
   }
   shards.write_json_atomic(out / shards.MANIFEST_FILE, manifest)
   return manifest

@@ -20,7 +20,7 @@ from xefm_jax.data import episode as episode_lib
 from xefm_jax.data import shards
 from xefm_jax.data import source as source_lib
 from xefm_jax.data import spec as spec_lib
-from xefm_jax.data import streams as streams_lib
+from xefm_jax.data.streams import resample
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI_SIZES = [f"--{k.replace('_', '-')}={v}" for k, v in SHRED.items()]
@@ -34,7 +34,7 @@ def _shred_cli(raw, out, *extra):
 def _arrays(corpus: pathlib.Path) -> dict[str, np.ndarray]:
   out = {}
   for d in sorted(p for p in corpus.iterdir() if p.name.startswith("shard-")):
-    for a in shards.ARRAYS:
+    for a in shards.layout().arrays:
       out[f"{d.name}/{a.name}"] = shards.open_array(d, a.name).read().result()
   return out
 
@@ -55,7 +55,7 @@ def _assert_same_corpus(a: pathlib.Path, b: pathlib.Path):
 
 def test_round_trip_every_stream(shard_corpus, raw_corpus):
   """A window read from the shards equals the raw episode's frames after the documented
-  resizing and resampling (streams.EpisodeStreams), for every stream."""
+  resizing and resampling (resample.EpisodeStreams), for every stream."""
   corpus = source_lib.Corpus(shard_corpus)
   spec = spec_lib.WindowSpec(view_size=16, depth_size=8, frames=4, future=6, caption_len=8,
                              num_objects=len(corpus.labels.objects))
@@ -65,16 +65,16 @@ def test_round_trip_every_stream(shard_corpus, raw_corpus):
   entry = corpus.episodes[int(window["episode"])]
   start = int(window["start"])
   with episode_lib.Episode(raw_corpus / entry["episode"]) as ep:
-    es = streams_lib.EpisodeStreams(ep, corpus.options, corpus.labels)
+    es = resample.EpisodeStreams(ep, corpus.options, corpus.labels)
     expect = es.block(start, start + max(src.span_low, src.span_frames))
   checked = set()
-  for k in shards.STREAM_BY_NAME:
+  for k in corpus.layout.stream_by_name:
     if k == "frame_time_ns":
       continue
     got = window[k]
     np.testing.assert_array_equal(got, expect[k][:len(got)], err_msg=k)
     checked.add(k)
-  assert checked == set(shards.STREAM_BY_NAME) - {"frame_time_ns"}
+  assert checked == set(corpus.layout.stream_by_name) - {"frame_time_ns"}
   # The same frames straight from the reader: resize by PyAV, audio and pose as read.
   with episode_lib.Episode(raw_corpus / entry["episode"]) as ep:
     view = ep.views[0]

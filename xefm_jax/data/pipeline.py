@@ -27,165 +27,93 @@ import numpy as np
 
 from xefm_jax.data import spec as spec_lib
 from xefm_jax.data import source as source_lib
-from xefm_jax.data import stats as stats_lib
-from xefm_jax.data import xperience
-
-# Modalities as dropout sees them: name -> the `*_valid` fields it clears.
-MODALITIES = {"video": ("video_valid",), "audio": ("audio_valid",), "depth": ("depth_valid",),
-              "pose": ("pose_valid",), "mocap": ("hands_valid", "body_valid"),
-              "imu": ("imu_valid",), "language": ("caption_valid",)}
+from xefm_jax.data import streams as streams_lib
+from xefm_jax.data.streams import mocap as mocap_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Normaliser:
-  """Train-split statistics of the manifest, applied to one window's arrays."""
+  """Train-split statistics of the manifest (`stats`), which the stream definitions
+  normalise their window fields with (xefm_jax/data/streams/); the hands' conversions are
+  here as well for the objectives and the eval that turn predictions back into metres."""
 
   stats: Mapping[str, Mapping[str, Any]]
 
-  def _ms(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-    s = self.stats[name]
-    return np.asarray(s["mean"], np.float32), np.asarray(s["std"], np.float32)
-
   def hands(self, joints: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(..., 2, 21, 3) camera-frame metres -> normalised wrist [0] and wrist-relative [1:]."""
-    wm, ws = self._ms("wrist")
-    _, ls = self._ms("hands_local")
-    out = np.concatenate([(joints[..., :1, :] - wm) / ws,
-                          (joints[..., 1:, :] - joints[..., :1, :]) / ls], -2)
-    return np.where(valid[..., None, None], out, 0.0).astype(np.float32)
+    return mocap_lib.normalise_hands(self.stats, joints, valid)
 
   def hands_to_metres(self, x: np.ndarray) -> np.ndarray:
     """Inverse of `hands` (for MPJPE in metres); works on numpy or jax arrays."""
-    wm, ws = self._ms("wrist")
-    _, ls = self._ms("hands_local")
-    wrist = x[..., :1, :] * ws + wm
-    return np.concatenate([wrist, wrist + x[..., 1:, :] * ls], -2) if isinstance(
-        x, np.ndarray) else jax.numpy.concatenate([wrist, wrist + x[..., 1:, :] * ls], -2)
-
-  def body(self, kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    _, bs = self._ms("body_local")
-    out = (kp - kp[..., stats_lib.PELVIS:stats_lib.PELVIS + 1, :]) / bs
-    return np.where(valid[..., None, None], out, 0.0).astype(np.float32)
-
-  def imu(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    m, s = self._ms("imu")
-    return np.where(valid[..., None, None], (x - m) / s, 0.0).astype(np.float32)
-
-  def depth(self, d: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    m, s = self._ms("depth")
-    d = d.astype(np.float32)
-    out = np.where(d > 0, (d - m[0]) / s[0], 0.0)
-    return np.where(valid[..., None, None], out, 0.0).astype(np.float32)
-
-
-def _zero_masked(x: np.ndarray, valid: np.ndarray) -> None:
-  """In place: x[..., masked positions, ...] = 0, `valid` matching x's leading axes."""
-  x[~valid] = 0
+    return mocap_lib.hands_to_metres(self.stats, x)
 
 
 def _inputs(raw: Mapping[str, np.ndarray], sl: slice, sig: slice, spec: spec_lib.WindowSpec,
-            norm: Normaliser) -> dict[str, np.ndarray]:
+            norm: Normaliser, defs: Sequence[streams_lib.base.StreamDef]
+            ) -> dict[str, np.ndarray]:
   """The model inputs of a batch of raw windows (B, rows, ...): frames `sl`, signal rows
-  `sig` (both along axis 1)."""
-  b, t = len(raw["pose"]), spec.frames
-  views = [xperience.VIEWS.index(v) for v in spec.views]
-  if spec.video_features:  # (B, T, all views, S, D) -> (B, V, T, S, D)
-    key, video = "video_features", np.swapaxes(raw["video_features"][:, sl][:, :, views], 1, 2)
-  else:
-    key, video = "video", np.stack([raw[f"video/{v}"][:, sl] for v in spec.views], 1)
-  video = np.ascontiguousarray(video)  # (B, V, T, h, w, 3) or (B, V, T, S, D)
-  video_valid = raw["video_valid"][:, sl][:, :, views].all(1)  # (B, V)
-  _zero_masked(video, video_valid)
-  audio_valid = raw["audio_valid"][:, sig].all(1)  # (B,)
-  audio = raw["audio"][:, sig].reshape(b, -1).astype(np.float32) / 32767.0  # (B, samples)
-  _zero_masked(audio, audio_valid)
-  imu = raw["imu"][:, sig].reshape(b, t, -1, 6)  # (B, T, s * per, 6)
-  imu_valid = raw["imu_valid"][:, sig].reshape(b, t, -1).all(-1)  # (B, T)
-  depth_valid = raw["depth_valid"][:, sl]  # (B, T)
-  confidence = raw["depth_confidence"][:, sl].astype(np.float32) / 255.0
-  _zero_masked(confidence, depth_valid)
-  pose_valid, hands_valid, body_valid = (raw["pose_valid"][:, sl], raw["hands_valid"][:, sl],
-                                         raw["body_valid"][:, sl])
-  last = (sl.start or 0) + t - 1
-  caption_valid = raw["caption_valid"][:, last]  # (B,)
-  caption = raw["caption"][:, last].copy()  # (B, L)
-  _zero_masked(caption, caption_valid)
-  return {
-      key: video, "video_valid": video_valid,
-      "audio": audio, "audio_valid": audio_valid,
-      "depth": norm.depth(raw["depth"][:, sl], depth_valid),
-      "depth_confidence": confidence, "depth_valid": depth_valid,
-      "depth_intrinsics": raw["depth_intrinsics"],
-      "pose": np.where(pose_valid[..., None, None], raw["pose"][:, sl],
-                       np.eye(4, dtype=np.float32)),
-      "pose_valid": pose_valid,
-      "hands": norm.hands(raw["hands"][:, sl], hands_valid), "hands_valid": hands_valid,
-      "body": norm.body(raw["body"][:, sl], body_valid), "body_valid": body_valid,
-      "imu": norm.imu(imu, imu_valid), "imu_valid": imu_valid,
-      "caption": caption, "caption_valid": caption_valid,
-  }
-
-
-def _targets(raw: Mapping[str, np.ndarray], sl: slice) -> dict[str, np.ndarray]:
-  return {k: raw[k][:, sl] for k in ("contacts", "action", "subtask", "boundary", "transition",
-                                     "objects")}
+  `sig` (both along axis 1), from every input stream."""
+  out: dict[str, np.ndarray] = {}
+  for stream in defs:
+    if stream.group is not None:
+      out.update(stream.inputs(raw, sl, sig, spec, norm))
+  return out
 
 
 def to_batch(windows: Sequence[Mapping[str, np.ndarray]], spec: spec_lib.WindowSpec,
-             norm: Normaliser) -> dict[str, Any]:
-  """Raw windows from WindowSource -> a batch of the spec.window_fields contract.
+             norm: Normaliser, defs: Optional[Sequence[streams_lib.base.StreamDef]] = None
+             ) -> dict[str, Any]:
+  """Raw windows from WindowSource -> a batch of the spec.window_fields contract, each
+  stream's fields from its definition (`defs`: the corpus' streams, WindowSource.layout;
+  default: every registered stream).
 
   The raw windows are stacked first and transformed as one batch: numpy's per-call cost,
   not arithmetic, dominates arrays this small.
   """
+  defs = streams_lib.registered() if defs is None else defs
   raw = {k: np.stack([w[k] for w in windows]) for k in windows[0]}
   w, f, s = spec.frames, spec.future, spec.frame_stride
-  ctx = slice(0, w)
-  out: dict[str, Any] = {**_inputs(raw, ctx, slice(0, s * w), spec, norm),
-                         **_targets(raw, ctx)}
+  ctx, ahead = slice(0, w), slice(w, w + f)
+  out: dict[str, Any] = _inputs(raw, ctx, slice(0, s * w), spec, norm, defs)
+  out["future"] = {}
+  for stream in defs:
+    out.update(stream.targets(raw, ctx))
+    out["future"].update(stream.future(raw, ahead, norm))
   out["task"] = raw["task"][:, 0]
   out["episode"], out["start"] = raw["episode"].astype(np.int32), raw["start"].astype(np.int32)
-  ahead = slice(w, w + f)
-  hv, bv = raw["hands_valid"][:, ahead], raw["body_valid"][:, ahead]
-  out["future"] = {
-      "pose": raw["pose"][:, ahead], "pose_valid": raw["pose_valid"][:, ahead],
-      "hands": norm.hands(raw["hands"][:, ahead], hv), "hands_valid": hv,
-      "body": norm.body(raw["body"][:, ahead], bv), "body_valid": bv,
-      **{k: v for k, v in _targets(raw, ahead).items() if k in spec_lib.FUTURE_FIELDS}}
   if spec.next_window:
-    out["next"] = _inputs(raw, slice(w, 2 * w), slice(s * w, 2 * s * w), spec, norm)
+    out["next"] = _inputs(raw, slice(w, 2 * w), slice(s * w, 2 * s * w), spec, norm, defs)
   return out
 
 
 def drop_inputs(batch: dict[str, Any], rng: np.random.Generator, view_dropout: float,
-                modality_dropout: float) -> dict[str, Any]:
+                modality_dropout: float,
+                defs: Optional[Sequence[streams_lib.base.StreamDef]] = None
+                ) -> dict[str, Any]:
   """Training-time masks, in place: drop views and whole modalities per window (values
   zeroed with their masks, so a masked value is always 0).
 
   At least one present view of a window survives view dropout, and at least one modality
   survives modality dropout, so no window is empty. `next/*` (the EMA target's input) is
-  untouched.
+  untouched. The modalities are the input streams of `defs` (default: every registered
+  one), in order.
   """
+  inputs = [d for d in (streams_lib.registered() if defs is None else defs)
+            if d.group is not None]
   v = batch["video_valid"]  # (B, V)
   keep = rng.random(v.shape) >= view_dropout
   for i in np.flatnonzero(~(keep & v).any(1) & v.any(1)):
     keep[i, rng.choice(np.flatnonzero(v[i]))] = True
   batch["video_valid"] = v & keep
-  names = list(MODALITIES)
-  dropped = rng.random((len(v), len(names))) < modality_dropout  # (B, M)
+  dropped = rng.random((len(v), len(inputs))) < modality_dropout  # (B, M)
   for i in np.flatnonzero(dropped.all(1)):
-    dropped[i, rng.integers(len(names))] = False
-  for m, name in enumerate(names):
-    for field in MODALITIES[name]:
+    dropped[i, rng.integers(len(inputs))] = False
+  for m, stream in enumerate(inputs):
+    for field in stream.valid:
       mask = batch[field]
       batch[field] = mask & ~dropped[:, m].reshape((-1,) + (1,) * (mask.ndim - 1))
-  video = "video_features" if "video_features" in batch else "video"
-  for field, mask in ((video, "video_valid"), ("audio", "audio_valid"),
-                      ("depth", "depth_valid"), ("depth_confidence", "depth_valid"),
-                      ("imu", "imu_valid"), ("hands", "hands_valid"), ("body", "body_valid"),
-                      ("caption", "caption_valid")):
-    _zero_masked(batch[field], batch[mask])
-  batch["pose"][~batch["pose_valid"]] = np.eye(4, dtype=np.float32)
+  for stream in inputs:
+    stream.mask_invalid(batch)
   return batch
 
 
@@ -196,7 +124,8 @@ class ReadBatch(grain.transforms.Map):
     self.src, self.norm = src, norm
 
   def map(self, indices):
-    return to_batch(self.src._getitems(indices), self.src.spec, self.norm)
+    return to_batch(self.src._getitems(indices), self.src.spec, self.norm,
+                    self.src.layout.defs)
 
 
 class ReadTrainingBatch(grain.transforms.RandomMap):
@@ -208,8 +137,9 @@ class ReadTrainingBatch(grain.transforms.RandomMap):
     self.view_dropout, self.modality_dropout = view_dropout, modality_dropout
 
   def random_map(self, indices, rng: np.random.Generator):
-    return drop_inputs(to_batch(self.src._getitems(indices), self.src.spec, self.norm), rng,
-                       self.view_dropout, self.modality_dropout)
+    defs = self.src.layout.defs
+    return drop_inputs(to_batch(self.src._getitems(indices), self.src.spec, self.norm, defs),
+                       rng, self.view_dropout, self.modality_dropout, defs)
 
 
 def make_dataset(corpus: source_lib.Corpus, split: str, data_cfg: Any, *, train: bool,

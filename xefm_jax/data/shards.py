@@ -13,8 +13,9 @@ A shard corpus is a directory:
       video/ depth/ ...  <array>/zarr.json and <array>/c/<i>/<j>/... (one file per chunk)
 
 Every array is indexed by frame along axis 0, on the video clock after the shredder's frame
-stride. `STREAMS` lists the logical streams with their per-frame shapes (sizes come from
-`ShredOptions`); `ARRAYS` how they are stored (`pack` and `unpack` convert).
+stride. The stream definitions (xefm_jax/data/streams/) give the logical streams with their
+per-frame shapes (sizes come from `ShredOptions`); `Layout` how they are stored (`pack` and
+`unpack` convert).
 A shard directory exists only when complete (it is written under `.tmp-<name>-<pid>` and
 renamed), so a reader never sees half a shard.
 
@@ -35,13 +36,14 @@ import json
 import math
 import os
 import pathlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import tensorstore as ts
 
 from xefm_jax import errors
 from xefm_jax.data import spec
+from xefm_jax.data import streams as streams_lib
 from xefm_jax.data import xperience
 
 # 2: the integrity record (index "chunks", manifest "index_sha256");
@@ -88,101 +90,106 @@ class ShredOptions:
     return spec.IMU_PER_FRAME * self.frame_stride
 
 
-@dataclasses.dataclass(frozen=True)
-class Stream:
-  name: str  # logical stream name (what readers and the round-trip test see)
-  shape: Callable[[ShredOptions, int], tuple[int, ...]]  # (options, num_objects) -> per frame
-  dtype: str  # numpy / zarr v3 data type
+Stream = streams_lib.base.Stream
+# Streams of every corpus, whatever its stream definitions.
+CORE: tuple[Stream, ...] = (Stream("frame_time_ns", streams_lib.base.fixed(), "int64"),)
 
 
-def _fixed(*shape: int) -> Callable[[ShredOptions, int], tuple[int, ...]]:
-  return lambda o, k: shape
+class Layout:
+  """How the streams of a corpus are stored: the logical streams of its stream definitions
+  (xefm_jax/data/streams/, in registration order) and the arrays that hold them.
+
+  A TensorStore read costs about 100 us of CPU whatever its size, so the six views are one
+  array (chunked per view, so a subset of views reads only its chunks), and the
+  one-value-per-frame flags and label ids of every stream are packed into one array each,
+  named by column in registration order. Everything else is stored as it is. The built-in
+  streams give the layout of shards.SCHEMA_VERSION; a corpus shredded with an added stream
+  lists its streams in the manifest ("streams"), and its flags gain that stream's columns
+  after the built-in ones.
+  """
+
+  def __init__(self, defs: Sequence[streams_lib.base.StreamDef]):
+    self.defs = tuple(defs)
+    self.names = tuple(d.name for d in self.defs)
+    self.streams: tuple[Stream, ...] = CORE + tuple(s for d in self.defs for s in d.stored)
+    self.stream_by_name = {s.name: s for s in self.streams}
+    self.flag_columns = tuple(c for d in self.defs for c, _, _ in d.flags)
+    self.flag_index = {c: i for i, c in enumerate(self.flag_columns)}
+    self.label_columns = tuple(c for d in self.defs for c in d.labels)
+    self._flags = [(stream, col) for d in self.defs for _, stream, col in d.flags]
+    flag_streams = {stream for stream, _ in self._flags}
+    # logical stream -> its flag column (a one-value stream) or columns (one per part)
+    self._flag_streams: dict[str, int | tuple[int, ...]] = {}
+    for i, (stream, col) in enumerate(self._flags):
+      self._flag_streams[stream] = i if col is None else (
+          *self._flag_streams.get(stream, ()), i)
+    self.views = "video" in self.names
+    packed = flag_streams | set(self.label_columns)
+    self.arrays: tuple[Stream, ...] = (
+        *((Stream("video", lambda o, k: (len(xperience.VIEWS), o.video_size, o.video_size, 3),
+                  "uint8"),) if self.views else ()),
+        Stream("flags", streams_lib.base.fixed(len(self.flag_columns)), "bool"),
+        Stream("labels", streams_lib.base.fixed(len(self.label_columns)), "int32"),
+        *(s for s in self.streams if not s.name.startswith("video/") and s.name not in packed),
+    )
+    # how the window source reads each stored array and each flag (streams.base.read_as)
+    owner = {s.name: d for d in self.defs for s in d.stored}
+    self.read_as = {a.name: owner[a.name].read_as for a in self.arrays if a.name in owner}
+    self.read_as.update({"video": streams_lib.base.FRAMES, "labels": streams_lib.base.LOW_DIM})
+    self.flag_read_as = {stream: owner[stream].read_as for stream in flag_streams}
+
+  def pack(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Logical streams (T, ...) -> stored arrays (T, ...)."""
+    out = {a.name: block[a.name] for a in self.arrays if a.name in block}
+    if self.views:
+      out["video"] = np.stack([block[f"video/{v}"] for v in xperience.VIEWS], axis=1)
+    out["flags"] = np.stack([block[stream] if col is None else block[stream][:, col]
+                             for stream, col in self._flags], axis=1)
+    out["labels"] = np.stack([block[c] for c in self.label_columns], axis=1).astype(np.int32)
+    return out
+
+  def unpack(self, stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stored arrays -> the logical streams they hold (views where possible; arrays that are
+    absent from `stored` are skipped)."""
+    out = {k: v for k, v in stored.items() if k not in ("video", "flags", "labels")}
+    if "video" in stored:
+      for i, v in enumerate(xperience.VIEWS):
+        out[f"video/{v}"] = stored["video"][:, i]
+    if "flags" in stored:
+      f = stored["flags"]
+      for stream, idx in self._flag_streams.items():
+        out[stream] = f[:, idx] if isinstance(idx, int) else f[:, list(idx)]
+    if "labels" in stored:
+      for i, c in enumerate(self.label_columns):
+        out[c] = stored["labels"][:, i]
+    return out
 
 
-# The logical streams, per frame. Readers get exactly these (see `unpack`).
-STREAMS: tuple[Stream, ...] = (
-    *(Stream(f"video/{v}", lambda o, k: (o.video_size, o.video_size, 3), "uint8")
-      for v in xperience.VIEWS),
-    Stream("video_valid", _fixed(len(xperience.VIEWS)), "bool"),  # view decoded this frame
-    Stream("frame_time_ns", _fixed(), "int64"),
-    Stream("audio", lambda o, k: (o.audio_per_frame,), "int16"),  # 16 kHz PCM, x / 32767
-    Stream("audio_valid", _fixed(), "bool"),
-    Stream("depth", lambda o, k: (o.depth_size, o.depth_size), "float16"),  # metres, 0 unknown
-    Stream("depth_confidence", lambda o, k: (o.depth_size, o.depth_size), "uint8"),
-    Stream("depth_valid", _fixed(), "bool"),
-    Stream("pose", _fixed(4, 4), "float32"),  # T_world_body
-    Stream("pose_valid", _fixed(), "bool"),
-    Stream("hands", _fixed(2, xperience.NUM_HAND_JOINTS, 3), "float32"),  # stereo-left frame
-    Stream("hands_valid", _fixed(2), "bool"),
-    Stream("body", _fixed(xperience.NUM_BODY_KEYPOINTS, 3), "float32"),  # world frame
-    Stream("body_valid", _fixed(), "bool"),
-    Stream("contacts", _fixed(xperience.NUM_CONTACT_JOINTS), "float32"),
-    Stream("imu", lambda o, k: (o.imu_per_frame, 6), "float32"),  # accel xyz, gyro xyz
-    Stream("imu_valid", _fixed(), "bool"),
-    Stream("task", _fixed(), "int32"),  # label ids: -1 where none / unknown
-    Stream("subtask", _fixed(), "int32"),
-    Stream("action", _fixed(), "int32"),
-    Stream("boundary", _fixed(), "bool"),  # an action starts in this frame's raw frames
-    Stream("transition", _fixed(), "bool"),  # an action boundary within +-10 raw frames
-    Stream("objects", lambda o, k: (k,), "bool"),
-    Stream("caption", lambda o, k: (o.caption_len,), "int32"),  # interaction sentence ids
-    Stream("caption_valid", _fixed(), "bool"),
-)
-STREAM_BY_NAME = {s.name: s for s in STREAMS}
-
-# How the logical streams are stored. A TensorStore read costs about 100 us of CPU
-# whatever its size, so the six views are one array (chunked per view, so a subset of views
-# reads only its chunks), and the one-value-per-frame flags and label ids are packed into
-# one array each, named by column. Everything else is stored as it is.
-FLAG_COLUMNS: tuple[str, ...] = (
-    tuple(f"video_valid/{v}" for v in xperience.VIEWS)
-    + ("audio_valid", "depth_valid", "pose_valid", "hands_valid/left", "hands_valid/right",
-       "body_valid", "imu_valid", "caption_valid", "boundary", "transition"))
-LABEL_COLUMNS: tuple[str, ...] = ("task", "subtask", "action")
-_PACKED = {c.split("/")[0] for c in FLAG_COLUMNS} | set(LABEL_COLUMNS)
-_FLAG_INDEX = {c: i for i, c in enumerate(FLAG_COLUMNS)}
-ARRAYS: tuple[Stream, ...] = (
-    Stream("video", lambda o, k: (len(xperience.VIEWS), o.video_size, o.video_size, 3),
-           "uint8"),
-    Stream("flags", _fixed(len(FLAG_COLUMNS)), "bool"),
-    Stream("labels", _fixed(len(LABEL_COLUMNS)), "int32"),
-    *(s for s in STREAMS if not s.name.startswith("video/") and s.name not in _PACKED),
-)
+_LAYOUTS: dict[tuple[str, ...], Layout] = {}
 
 
-def pack(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Logical streams (T, ...) -> stored arrays (T, ...)."""
-  out = {a.name: block[a.name] for a in ARRAYS if a.name in block}
-  out["video"] = np.stack([block[f"video/{v}"] for v in xperience.VIEWS], axis=1)
-  flags = [block["video_valid"][:, i] for i in range(len(xperience.VIEWS))]
-  flags += [block[c] for c in ("audio_valid", "depth_valid", "pose_valid")]
-  flags += [block["hands_valid"][:, 0], block["hands_valid"][:, 1]]
-  flags += [block[c] for c in ("body_valid", "imu_valid", "caption_valid", "boundary",
-                               "transition")]
-  out["flags"] = np.stack(flags, axis=1)
-  out["labels"] = np.stack([block[c] for c in LABEL_COLUMNS], axis=1).astype(np.int32)
-  return out
+def layout(names: Optional[Sequence[str]] = None) -> Layout:
+  """The layout of the streams `names` (default: every registered stream), cached."""
+  names = tuple(d.name for d in streams_lib.registered()) if names is None else tuple(names)
+  if names not in _LAYOUTS:
+    _LAYOUTS[names] = Layout([streams_lib.get(n) for n in names])
+  return _LAYOUTS[names]
 
 
-def unpack(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Stored arrays -> the logical streams they hold (views where possible; arrays that are
-  absent from `stored` are skipped)."""
-  out = {k: v for k, v in stored.items() if k not in ("video", "flags", "labels")}
-  if "video" in stored:
-    for i, v in enumerate(xperience.VIEWS):
-      out[f"video/{v}"] = stored["video"][:, i]
-  if "flags" in stored:
-    f = stored["flags"]
-    col = _FLAG_INDEX
-    out["video_valid"] = f[:, :len(xperience.VIEWS)]
-    out["hands_valid"] = f[:, [col["hands_valid/left"], col["hands_valid/right"]]]
-    for c in ("audio_valid", "depth_valid", "pose_valid", "body_valid", "imu_valid",
-              "caption_valid", "boundary", "transition"):
-      out[c] = f[:, col[c]]
-  if "labels" in stored:
-    for i, c in enumerate(LABEL_COLUMNS):
-      out[c] = stored["labels"][:, i]
-  return out
+def streams() -> tuple[Stream, ...]:
+  """The logical streams of every registered stream definition (what readers get)."""
+  return layout().streams
+
+
+def corpus_streams(manifest: dict, path: pathlib.Path) -> tuple[str, ...]:
+  """The stream definitions a corpus was shredded with: its manifest's "streams" (written
+  when they are not the built-in ones), each of which must be registered here."""
+  names = tuple(manifest.get("streams", streams_lib.BUILTIN))
+  unknown = [n for n in names if n not in {d.name for d in streams_lib.registered()}]
+  if unknown:
+    raise ShardError(f"{path}: the corpus holds streams {unknown} that no stream definition "
+                     "registers here (xefm_jax/data/streams/); register them before reading it")
+  return names
 
 
 def _codecs(dtype: str, clevel: int) -> list[dict]:
@@ -307,7 +314,7 @@ def scan_chunks(shard_dir: pathlib.Path) -> tuple[dict[str, dict[str, int]], int
   """The chunk files of every stored array of a shard as {array: {"i/j/...": bytes}}, and
   the bytes of every file under the shard (one walk; os.scandir, no path objects: a
   shard holds thousands of nested chunk directories)."""
-  found: dict[str, dict[str, int]] = {a.name: {} for a in ARRAYS}
+  found: dict[str, dict[str, int]] = {}
   total = 0
 
   def walk(path: str, parts: tuple[str, ...]) -> None:
@@ -319,8 +326,8 @@ def scan_chunks(shard_dir: pathlib.Path) -> tuple[dict[str, dict[str, int]], int
           continue
         size = entry.stat().st_size
         total += size
-        if len(parts) >= 2 and parts[1] == CHUNK_DIR and parts[0] in found:
-          found[parts[0]]["/".join(parts[2:] + (entry.name,))] = size
+        if len(parts) >= 2 and parts[1] == CHUNK_DIR:
+          found.setdefault(parts[0], {})["/".join(parts[2:] + (entry.name,))] = size
 
   walk(str(shard_dir), ())
   return found, total
@@ -333,7 +340,7 @@ def chunk_record(shard_dir: pathlib.Path, grids: dict[str, list[int]]) -> dict[s
   record = {}
   for name, grid in grids.items():
     sizes = [0] * math.prod(grid)
-    for key, size in found[name].items():
+    for key, size in found.get(name, {}).items():
       index = tuple(int(i) for i in key.split("/"))
       if len(index) != len(grid) or any(not 0 <= i < n for i, n in zip(index, grid)):
         raise ShardError(f"{shard_dir / name}: chunk {CHUNK_DIR}/{key} lies outside the "

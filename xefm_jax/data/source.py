@@ -31,14 +31,14 @@ from xefm_jax.data import features as features_lib
 from xefm_jax.data import labels as labels_lib
 from xefm_jax.data import shards
 from xefm_jax.data import spec as spec_lib
+from xefm_jax.data import streams as streams_lib
 
-# Stored arrays read at the frame stride over the low-dimensional span (context + future).
-LOW_DIM = ("pose", "hands", "body", "contacts", "labels", "objects", "caption")
-# Stored arrays of the heavy inputs, read at the frame stride over context (+ next).
-FRAMES = ("video", "depth", "depth_confidence")
-# Signals, read contiguously over the time the frames cover.
-SIGNALS = ("audio", "imu")
-# The per-frame flags are read contiguously over the whole span and strided here.
+# How a stored array is read is its stream definition's `read_as` (shards.Layout.read_as):
+# LOW_DIM at the frame stride over the low-dimensional span (context + future), FRAMES (the
+# heavy inputs) at the frame stride over context (+ next), SIGNAL contiguously over the time
+# the frames cover. The per-frame flags are read contiguously over the whole span and
+# strided here, each as its stream is.
+LOW_DIM, FRAMES, SIGNAL = streams_lib.base.LOW_DIM, streams_lib.base.FRAMES, streams_lib.base.SIGNAL
 
 
 class Corpus:
@@ -47,6 +47,7 @@ class Corpus:
   def __init__(self, root: str | os.PathLike):
     self.root = pathlib.Path(root)
     self.manifest = shards.load_manifest(self.root)
+    self.layout = shards.layout(shards.corpus_streams(self.manifest, self.root))
     self.options = shards.ShredOptions(**self.manifest["options"])
     self.labels = labels_lib.Labels.from_manifest(self.manifest["vocabularies"])
     self.episodes: list[dict] = self.manifest["episodes"]
@@ -79,17 +80,17 @@ class Corpus:
   def read_episode(self, index: int, arrays: tuple[str, ...] = ("labels", "objects", "flags")
                    ) -> dict[str, np.ndarray]:
     """Every frame of episode `index` (into `episodes`) of the stored `arrays`, as the
-    logical streams they hold (shards.unpack): the labels, objects and flags by default,
+    logical streams they hold (Layout.unpack): the labels, objects and flags by default,
     for whatever needs a whole episode's timeline (horizons past a window, exports)."""
     e = self.episodes[index]
-    names = {a.name for a in shards.ARRAYS}
+    names = {a.name for a in self.layout.arrays}
     unknown = [a for a in arrays if a not in names]
     if unknown:
       raise shards.ShardError(f"{self.root}: no stored arrays {unknown} (have {sorted(names)})")
     a, b = e["offset"], e["offset"] + e["length"]
     futures = {k: shards.open_array(self.root / e["shard"], k)[a:b].read() for k in arrays}
     try:
-      return shards.unpack({k: f.result() for k, f in futures.items()})
+      return self.layout.unpack({k: f.result() for k, f in futures.items()})
     except ValueError as err:  # a truncated or corrupt chunk file
       raise shards.ShardError(f"{self.root / e['shard']}: cannot read episode "
                               f"{e['episode']} ({err}); the shard is damaged: re-shred it"
@@ -144,7 +145,7 @@ class WindowSource:
     if verify:
       corpus.verify([split])
     self.root = corpus.root
-    self.spec, self.options = spec, corpus.options
+    self.spec, self.options, self.layout = spec, corpus.options, corpus.layout
     s, w = spec.frame_stride, spec.frames
     self.span_low = s * (w + max(spec.future, w if spec.next_window else 0))
     self.span_frames = s * (2 * w if spec.next_window else w)
@@ -190,7 +191,7 @@ class WindowSource:
     if name not in self._handles:
       features = self.spec.video_features
       handles = {a.name: shards.open_array(self.root / name, a.name)
-                 for a in shards.ARRAYS if not (features and a.name == "video")}
+                 for a in self.layout.arrays if not (features and a.name == "video")}
       if features:  # provenance is checked against the model once, by the training loop
         handles["video_features"] = ts.open(
             {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(
@@ -205,11 +206,16 @@ class WindowSource:
     arrays = self._shard(shard)
     s = self.spec.frame_stride
     a = offset + int(self.starts[index])
-    futures = {k: arrays[k][a:a + self.span_low:s].read() for k in LOW_DIM}
-    frames = FRAMES if not self.spec.video_features else (
-        "video_features", *(k for k in FRAMES if k != "video"))
-    futures.update({k: arrays[k][a:a + self.span_frames:s].read() for k in frames})
-    futures.update({k: arrays[k][a:a + self.span_signal].read() for k in SIGNALS})
+    futures = {}
+    for k, how in self.layout.read_as.items():
+      if how == LOW_DIM:
+        futures[k] = arrays[k][a:a + self.span_low:s].read()
+      elif how == FRAMES:
+        if self.spec.video_features and k == "video":
+          k = "video_features"
+        futures[k] = arrays[k][a:a + self.span_frames:s].read()
+      else:
+        futures[k] = arrays[k][a:a + self.span_signal].read()
     futures["flags"] = arrays["flags"][a:a + self.span].read()
     return futures
 
@@ -236,19 +242,16 @@ class WindowSource:
     return self._getitems([index])[0]
 
   def _window(self, index: int, stored: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Stored arrays -> the logical streams of the window (shards.STREAMS names, shard
-    dtypes): frame streams at the window's stride, signals and their flags contiguous."""
+    """Stored arrays -> the logical streams of the window (shards.Layout.streams names,
+    shard dtypes): frame streams at the window's stride, signals and their flags
+    contiguous."""
     s = self.spec.frame_stride
-    flags = shards.unpack({"flags": stored.pop("flags")})
-    raw = shards.unpack(stored)
-    frames = len(raw["pose"]), len(raw["depth"])
+    flags = self.layout.unpack({"flags": stored.pop("flags")})
+    raw = self.layout.unpack(stored)
+    rows = {LOW_DIM: -(-self.span_low // s), FRAMES: -(-self.span_frames // s)}
     for k, v in flags.items():
-      if k in ("audio_valid", "imu_valid"):
-        raw[k] = v[:self.span_signal]
-      elif k in ("video_valid", "depth_valid"):
-        raw[k] = v[::s][:frames[1]]
-      else:
-        raw[k] = v[::s][:frames[0]]
+      how = self.layout.flag_read_as[k]
+      raw[k] = v[:self.span_signal] if how == SIGNAL else v[::s][:rows[how]]
     _, _, intrinsics = self._episodes[int(self.episode_ids[index])]
     raw["depth_intrinsics"] = np.asarray(intrinsics, np.float32)
     raw["episode"] = self.episode_ids[index]

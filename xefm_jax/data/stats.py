@@ -3,8 +3,9 @@
 The shredder accumulates `Moments` per episode (count, sum, sum of squares per channel, in
 float64, so episodes merge exactly in any order); the manifest keeps the train split's
 mean and std per feature; the pipeline and the objectives normalise with them. Features are
-the quantities the model sees, not the raw arrays: hand joints relative to the wrist, body
-keypoints relative to the pelvis, per-frame camera motion in the previous body frame.
+the quantities the model sees, not the raw arrays (hand joints relative to the wrist, body
+keypoints relative to the pelvis, per-frame camera motion in the previous body frame): each
+stream definition says which (`StreamDef.statistics`, xefm_jax/data/streams/).
 """
 
 from __future__ import annotations
@@ -64,24 +65,17 @@ def pose_steps(pose: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndar
   return rel, valid[..., :-1] & valid[..., 1:]
 
 
-def features(block: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The normalised quantities of a block of shard frames, valid rows only, (n, C) each."""
-  hands, hv = block["hands"], block["hands_valid"]  # (T, 2, 21, 3), (T, 2)
-  body, bv = block["body"], block["body_valid"]  # (T, 52, 3), (T,)
-  steps, sv = pose_steps(block["pose"].astype(np.float64), block["pose_valid"])
-  depth = block["depth"].astype(np.float32)
-  return {
-      "imu": block["imu"][block["imu_valid"]].reshape(-1, 6),
-      "hands_local": (hands[..., 1:, :] - hands[..., :1, :])[hv].reshape(-1, 3),
-      "wrist": hands[..., 0, :][hv].reshape(-1, 3),
-      "body_local": (body - body[:, PELVIS:PELVIS + 1])[bv].reshape(-1, 3),
-      "depth": depth[depth > 0].reshape(-1, 1),
-      "pose_step": steps[..., :3, 3][sv].reshape(-1, 3),
-  }
+def features(block: Mapping[str, np.ndarray], defs: Iterable) -> dict[str, np.ndarray]:
+  """The normalised quantities of a block of shard frames, valid rows only, (n, C) each:
+  every stream definition's `statistics` (xefm_jax/data/streams/)."""
+  out: dict[str, np.ndarray] = {}
+  for stream in defs:
+    out.update(stream.statistics(block))
+  return out
 
 
-def moments(block: Mapping[str, np.ndarray]) -> dict[str, Moments]:
-  return {k: Moments.of(v) for k, v in features(block).items()}
+def moments(block: Mapping[str, np.ndarray], defs: Iterable) -> dict[str, Moments]:
+  return {k: Moments.of(v) for k, v in features(block, defs).items()}
 
 
 def merge(parts: Iterable[Mapping[str, Mapping]]) -> dict[str, dict]:

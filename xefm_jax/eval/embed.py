@@ -233,8 +233,7 @@ class _HandcraftedBlocks:
     if key not in self._cache:
       one = variants_lib.Variant("one", (modality,) if kept else ())
       masked = variants_lib.apply(one, self.batch, self.views, self.seed)
-      fn = getattr(handcrafted, modality)
-      out = fn(masked, self.vocab) if modality == "language" else fn(masked)
+      out = handcrafted.statistics(modality, masked, self.vocab)
       self._cache[key] = np.nan_to_num(out.astype(np.float32))
     return self._cache[key]
 

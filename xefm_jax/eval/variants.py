@@ -21,16 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-# name -> the window fields whose `*_valid` flags say it is present, and the values zeroed.
-FIELDS = {
-    "video": (("video_valid",), ("video",)),
-    "audio": (("audio_valid",), ("audio",)),
-    "depth": (("depth_valid",), ("depth", "depth_confidence")),
-    "pose": (("pose_valid",), ()),  # pose becomes the identity (the pipeline's fill)
-    "mocap": (("hands_valid", "body_valid"), ("hands", "body")),
-    "imu": (("imu_valid",), ("imu",)),
-    "language": (("caption_valid",), ("caption",)),
-}
+from xefm_jax.data import streams as streams_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,20 +105,19 @@ def apply(variant: Variant, batch: Mapping[str, Any], views: Sequence[str], seed
           ) -> dict[str, Any]:
   """A copy of the window batch with everything the variant removes masked and zeroed.
 
-  Only the input fields of the modalities in FIELDS change; targets are untouched.
+  Only the input fields of the registered input streams change (each stream's `valid` and
+  `values`, xefm_jax/data/streams/); targets are untouched.
   """
   out = dict(batch)
-  for name, (flags, values) in FIELDS.items():
-    if name in variant.modalities or flags[0] not in batch:
+  for stream in streams_lib.inputs():
+    if stream.name in variant.modalities or stream.valid[0] not in batch:
       continue
-    for f in flags:
+    for f in stream.valid:
       out[f] = np.zeros_like(batch[f])
-    for f in values + (("video_features",) if name == "video" else ()):
-      if f in batch:  # pixels, or the extracted features that replace them
+    for f in stream.values:
+      if f in batch:  # e.g. pixels, or the extracted features that replace them
         out[f] = np.zeros_like(batch[f])
-    if name == "pose":
-      out["pose"] = np.broadcast_to(np.eye(4, dtype=batch["pose"].dtype),
-                                    batch["pose"].shape).copy()
+    stream.fill_removed(out)
   if "video" in variant.modalities and (variant.views is not None or variant.random_views):
     keep = view_keep(variant, batch, views, seed) & batch["video_valid"]  # (B, V)
     out["video_valid"] = keep
