@@ -28,8 +28,6 @@ from xefm_jax.data import xperience
 AUDIO_RATE_HZ = 16_000
 IMU_PER_FRAME = 10  # IMU samples per frame: 200 Hz / 20 fps
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3  # caption token ids, fixed in every vocabulary
-FUTURE_FIELDS = ("pose", "pose_valid", "hands", "hands_valid", "body", "body_valid", "contacts",
-                 "action", "subtask", "boundary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,46 +77,29 @@ class WindowSpec:
     return IMU_PER_FRAME * self.frame_stride * self.shard_stride
 
 
+def _fields(s: WindowSpec, t: int, inputs: bool) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """The model's input streams (inputs) or the per-frame targets over t frames, each
+  stream's as its definition says (xefm_jax/data/streams/, in registration order)."""
+  # imported here: the stream definitions use this module's constants
+  from xefm_jax.data import streams  # pylint: disable=g-import-not-at-top
+  out: dict[str, tuple[tuple[int, ...], Any]] = {}
+  for stream in streams.registered():
+    out.update(stream.fields(s, t) if inputs else stream.target_fields(s, t))
+  return out
+
+
 def _input_fields(s: WindowSpec, t: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """The model's input streams over t frames."""
-  v, n = len(s.views), xperience.NUM_HAND_JOINTS
-  if s.video_features and not s.feature_shape:
-    raise ValueError(f"video features {s.video_features!r}: their shape is unknown; take the "
-                     "window from the corpus (Corpus.window_spec), which reads it")
-  video = (("video_features", ((v, t, *s.feature_shape), np.float32)) if s.video_features
-           else ("video", ((v, t, s.view_size, s.view_size, 3), np.uint8)))
-  return {
-      video[0]: video[1],  # uint8 pixels, or the frozen encoder's per-frame tokens
-      "video_valid": ((v,), np.bool_),
-      "audio": ((s.audio_samples * t // s.frames,), np.float32),
-      "audio_valid": ((), np.bool_),
-      "depth": ((t, s.depth_size, s.depth_size), np.float32),
-      "depth_confidence": ((t, s.depth_size, s.depth_size), np.float32),  # in [0, 1]
-      "depth_valid": ((t,), np.bool_),
-      "depth_intrinsics": ((4,), np.float32),  # fx/w, fy/h, cx/w, cy/h
-      "pose": ((t, 4, 4), np.float32),  # T_world_body
-      "pose_valid": ((t,), np.bool_),
-      "hands": ((t, 2, n, 3), np.float32),  # left, right; camera frame; normalised
-      "hands_valid": ((t, 2), np.bool_),
-      "body": ((t, xperience.NUM_BODY_KEYPOINTS, 3), np.float32),  # pelvis heading frame
-      "body_valid": ((t,), np.bool_),
-      "imu": ((t, s.imu_samples, 6), np.float32),  # accel xyz, gyro xyz; normalised
-      "imu_valid": ((t,), np.bool_),
-      "caption": ((s.caption_len,), np.int32),  # token ids, BOS ... EOS PAD ...
-      "caption_valid": ((), np.bool_),
-  }
+  return _fields(s, t, inputs=True)
 
 
 def _target_fields(s: WindowSpec, t: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """Per-frame labels and contact states (targets, never model inputs)."""
-  return {
-      "contacts": ((t, xperience.NUM_CONTACT_JOINTS), np.float32),
-      "action": ((t,), np.int32),  # action-class id, -1 where none
-      "subtask": ((t,), np.int32),
-      "boundary": ((t,), np.bool_),  # an action starts at this frame
-      "transition": ((t,), np.bool_),  # an action boundary within +-10 frames (20 fps)
-      "objects": ((t, s.num_objects), np.bool_),  # relevant-object multi-hot
-  }
+  return _fields(s, t, inputs=False)
+
+
+def future_fields() -> tuple[str, ...]:
+  """The fields of `future/*`: each stream's `future_fields`."""
+  from xefm_jax.data import streams  # pylint: disable=g-import-not-at-top
+  return tuple(f for stream in streams.registered() for f in stream.future_fields)
 
 
 def window_fields(s: WindowSpec) -> dict[str, Any]:
@@ -130,7 +111,7 @@ def window_fields(s: WindowSpec) -> dict[str, Any]:
       "start": ((), np.int32),  # first context frame within the episode
   })
   ahead = {**_input_fields(s, s.future), **_target_fields(s, s.future)}
-  fields["future"] = {k: ahead[k] for k in FUTURE_FIELDS}
+  fields["future"] = {k: ahead[k] for k in future_fields()}
   if s.next_window:
     fields["next"] = _input_fields(s, s.frames)
   return fields

@@ -22,6 +22,10 @@ class Audio(base.StreamDef):
   valid = ("audio_valid",)
   values = {"audio": "audio_valid"}
 
+  def fields(self, spec, t):
+    return {"audio": ((spec.audio_samples * t // spec.frames,), np.float32),
+            "audio_valid": ((), np.bool_)}
+
   def read(self, es, state, start, stop):
     from xefm_jax.data import episode as episode_lib  # pylint: disable=g-import-not-at-top
     per = es.options.audio_per_frame

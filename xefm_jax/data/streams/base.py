@@ -80,6 +80,17 @@ class StreamDef:
   valid: ClassVar[tuple[str, ...]] = ()  # window fields: the stream is present
   values: ClassVar[Mapping[str, str]] = {}  # window field -> the `valid` field masking it
 
+  future_fields: ClassVar[tuple[str, ...]] = ()  # of fields/target_fields: in `future/*`
+
+  def fields(self, spec: Any, t: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """The window contract of its model inputs over t frames: name -> (shape, dtype) per
+    example (xefm_jax/data/spec.py)."""
+    return {}
+
+  def target_fields(self, spec: Any, t: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """The same for its per-frame targets (never model inputs)."""
+    return {}
+
   def read(self, es: Any, state: dict, start: int, stop: int) -> dict[str, np.ndarray]:
     """The stored streams of output frames [start, stop) of the episode `es`
     (resample.EpisodeStreams); `state` persists across the blocks of one episode."""

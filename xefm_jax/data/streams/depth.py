@@ -40,6 +40,14 @@ class Depth(base.StreamDef):
   valid = ("depth_valid",)
   values = {"depth": "depth_valid", "depth_confidence": "depth_valid"}
 
+  def fields(self, spec, t):
+    return {
+        "depth": ((t, spec.depth_size, spec.depth_size), np.float32),
+        "depth_confidence": ((t, spec.depth_size, spec.depth_size), np.float32),  # in [0, 1]
+        "depth_valid": ((t,), np.bool_),
+        "depth_intrinsics": ((4,), np.float32),  # fx/w, fy/h, cx/w, cy/h
+    }
+
   def read(self, es, state, start, stop):
     a, b = es.raw(start, stop)
     d = es.ep.depth(a, b)

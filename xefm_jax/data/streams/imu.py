@@ -21,6 +21,10 @@ class IMU(base.StreamDef):
   valid = ("imu_valid",)
   values = {"imu": "imu_valid"}
 
+  def fields(self, spec, t):
+    return {"imu": ((t, spec.imu_samples, 6), np.float32),  # accel xyz, gyro xyz; normalised
+            "imu_valid": ((t,), np.bool_)}
+
   def read(self, es, state, start, stop):
     if "imu" not in state:
       state["imu"] = es.ep.imu()

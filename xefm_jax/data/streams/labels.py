@@ -27,6 +27,17 @@ class Labels(base.StreamDef):
   flags = (("boundary", "boundary", None), ("transition", "transition", None))
   labels = ("task", "subtask", "action")
 
+  future_fields = ("action", "subtask", "boundary")
+
+  def target_fields(self, spec, t):
+    return {
+        "action": ((t,), np.int32),  # action-class id, -1 where none
+        "subtask": ((t,), np.int32),
+        "boundary": ((t,), np.bool_),  # an action starts at this frame
+        "transition": ((t,), np.bool_),  # an action boundary within +-10 frames (20 fps)
+        "objects": ((t, spec.num_objects), np.bool_),  # relevant-object multi-hot
+    }
+
   def read(self, es, state, start, stop):
     tl, lab, s = es.timeline(), es.labels, es.options.frame_stride
     a, b = es.raw(start, stop)
@@ -56,7 +67,7 @@ class Labels(base.StreamDef):
                                        "objects")}
 
   def future(self, raw, ahead, stats):
-    return {k: raw[k][:, ahead] for k in ("action", "subtask", "boundary")}
+    return {k: raw[k][:, ahead] for k in self.future_fields}
 
 
 LABELS = base.register(Labels())

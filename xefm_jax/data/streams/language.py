@@ -30,6 +30,10 @@ class Language(base.StreamDef):
   valid = ("caption_valid",)
   values = {"caption": "caption_valid"}
 
+  def fields(self, spec, t):
+    return {"caption": ((spec.caption_len,), np.int32),  # token ids, BOS ... EOS PAD ...
+            "caption_valid": ((), np.bool_)}
+
   def read(self, es, state, start, stop):
     tl = es.timeline()
     if "sentences" not in state:  # each distinct sentence encoded once, row -1 all PAD

@@ -57,6 +57,19 @@ class Mocap(base.StreamDef):
   valid = ("hands_valid", "body_valid")
   values = {"hands": "hands_valid", "body": "body_valid"}
 
+  future_fields = ("hands", "hands_valid", "body", "body_valid", "contacts")
+
+  def fields(self, spec, t):
+    return {
+        "hands": ((t, 2, xperience.NUM_HAND_JOINTS, 3), np.float32),  # camera frame; normalised
+        "hands_valid": ((t, 2), np.bool_),
+        "body": ((t, xperience.NUM_BODY_KEYPOINTS, 3), np.float32),  # pelvis heading frame
+        "body_valid": ((t,), np.bool_),
+    }
+
+  def target_fields(self, spec, t):
+    return {"contacts": ((t, xperience.NUM_CONTACT_JOINTS), np.float32)}
+
   def read(self, es, state, start, stop):
     a, b = es.raw(start, stop)
     s = es.options.frame_stride

@@ -19,6 +19,12 @@ class Pose(base.StreamDef):
   valid = ("pose_valid",)
   values = {}  # pose becomes the identity (fill_removed)
 
+  future_fields = ("pose", "pose_valid")
+
+  def fields(self, spec, t):
+    return {"pose": ((t, 4, 4), np.float32),  # T_world_body
+            "pose_valid": ((t,), np.bool_)}
+
   def read(self, es, state, start, stop):
     a, b = es.raw(start, stop)
     s = es.options.frame_stride

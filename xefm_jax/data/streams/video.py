@@ -23,6 +23,17 @@ class Video(base.StreamDef):
   # pixels, or the extracted features that replace them (xefm_jax/data/features.py)
   values = {"video": "video_valid", "video_features": "video_valid"}
 
+  def fields(self, spec, t):
+    v = len(spec.views)
+    if spec.video_features and not spec.feature_shape:
+      raise ValueError(f"video features {spec.video_features!r}: their shape is unknown; take "
+                       "the window from the corpus (Corpus.window_spec), which reads it")
+    if spec.video_features:  # the frozen encoder's per-frame tokens
+      return {"video_features": ((v, t, *spec.feature_shape), np.float32),
+              "video_valid": ((v,), np.bool_)}
+    return {"video": ((v, t, spec.view_size, spec.view_size, 3), np.uint8),  # uint8 pixels
+            "video_valid": ((v,), np.bool_)}
+
   def read(self, es, state, start, stop):
     a, b = es.raw(start, stop)
     size, n = es.options.video_size, stop - start
