@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import ml_collections
 
-# Modality groups of the contracts (the model's modality names).
-MOTION = ("pose", "mocap", "imu")  # motion + IMU + camera pose
-VISUAL = ("video", "depth")
+# Modality groups of the contracts, "motion" (motion + IMU + camera pose) and "visual"
+# (video, depth): the input streams whose definition is on that side
+# (xefm_jax/data/streams/<name>.py, StreamDef.group), restricted to the model's modalities.
 
 
 # Objectives whose supervised heads read a task's label: procedure (action, subtask, next
@@ -117,8 +117,8 @@ def variants() -> ml_collections.ConfigDict:
   v.full = dict(modalities=("video", "audio", "depth", "pose", "mocap", "imu"))
   v.with_language = dict(modalities=("video", "audio", "depth", "pose", "mocap", "imu",
                                      "language"))
-  v.motion = dict(modalities=MOTION)
-  v.visual = dict(modalities=VISUAL)
+  v.motion = dict(group="motion")
+  v.visual = dict(group="visual")
   v.view_a = dict(modalities=("video",), views=("stereo_left",))
   v.view_b = dict(modalities=("video",), views=("fisheye_cam0",))
   v.cam1 = dict(modalities=("video",), views=("fisheye_cam1",))

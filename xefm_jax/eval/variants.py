@@ -48,10 +48,13 @@ class Variant:
 
 
 def base_variants(config: Any, model_modalities: Sequence[str]) -> dict[str, Variant]:
-  """The config's variants (config.variants), restricted to the model's modalities."""
+  """The config's variants (config.variants), restricted to the model's modalities. A
+  variant names its modalities, or a `group` of input streams (the streams whose
+  definition is on that side, xefm_jax/data/streams/, in registration order)."""
   out = {}
   for name, v in config.variants.items():
-    mods = tuple(m for m in v["modalities"] if m in model_modalities)
+    named = v["modalities"] if "modalities" in v else streams_lib.group(v["group"])
+    mods = tuple(m for m in named if m in model_modalities)
     views = tuple(v["views"]) if v.get("views") else None
     out[name] = Variant(name, mods, views)
   return out
