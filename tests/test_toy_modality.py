@@ -50,6 +50,13 @@ def test_shards_windows_and_variant_of_the_toy_stream(toy_corpus, shard_corpus):
   assert "magnetometer" in manifest["stats"]
   corpus = source_lib.Corpus(toy_corpus)
   assert corpus.layout.flag_columns[-1] == "magnetometer_valid"
+  # without the toy's definition the corpus is refused, naming the stream
+  streams.base.unregister("magnetometer")
+  try:
+    with pytest.raises(shards.ShardError, match="streams \\['magnetometer'\\]"):
+      source_lib.Corpus(toy_corpus)
+  finally:
+    streams.register(corpus.layout.defs[-1])
   # the built-in corpus still reads with the toy registered: its layout is its own
   assert "magnetometer" not in source_lib.Corpus(shard_corpus).layout.stream_by_name
   spec = spec_lib.WindowSpec(view_size=16, depth_size=8, frames=4, future=4, caption_len=8,

@@ -114,7 +114,6 @@ class Layout:
     self.streams: tuple[Stream, ...] = CORE + tuple(s for d in self.defs for s in d.stored)
     self.stream_by_name = {s.name: s for s in self.streams}
     self.flag_columns = tuple(c for d in self.defs for c, _, _ in d.flags)
-    self.flag_index = {c: i for i, c in enumerate(self.flag_columns)}
     self.label_columns = tuple(c for d in self.defs for c in d.labels)
     self._flags = [(stream, col) for d in self.defs for _, stream, col in d.flags]
     flag_streams = {stream for stream, _ in self._flags}
@@ -135,7 +134,9 @@ class Layout:
     # how the window source reads each stored array and each flag (streams.base.read_as)
     owner = {s.name: d for d in self.defs for s in d.stored}
     self.read_as = {a.name: owner[a.name].read_as for a in self.arrays if a.name in owner}
-    self.read_as.update({"video": streams_lib.base.FRAMES, "labels": streams_lib.base.LOW_DIM})
+    self.read_as["labels"] = streams_lib.base.LOW_DIM
+    if self.views:
+      self.read_as["video"] = streams_lib.base.FRAMES
     self.flag_read_as = {stream: owner[stream].read_as for stream in flag_streams}
 
   def pack(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
