@@ -80,7 +80,7 @@ def test_attention_matches_reference_and_ignores_masked_keys():
   q, k, vv = (jnp.einsum("bld,dhk->blhk", x, p["params"][n]["kernel"])
               for n in ("query", "key", "value"))
   logits = jnp.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(d // heads)
-  logits = jnp.where(mask, logits, -jnp.inf)
+  logits = jnp.where(mask.dense(), logits, -jnp.inf)
   ref = jnp.einsum("bhqs,bshk->bqhk", jax.nn.softmax(logits, -1), vv)
   ref = jnp.einsum("blhk,hkd->bld", ref, p["params"]["out"]["kernel"])
   np.testing.assert_allclose(y[0, :5], ref[0, :5], atol=1e-5)
@@ -91,7 +91,7 @@ def test_attention_matches_reference_and_ignores_masked_keys():
 
 def test_attention_mask_readout_rule():
   valid = jnp.array([[True, False, True, True]])  # token, missing token, token, readout
-  m = layers.attention_mask(valid, np.array([True, True, True, False]))[0, 0]
+  m = layers.attention_mask(valid, np.array([True, True, True, False])).dense()[0, 0]
   expected = np.array([[1, 0, 1, 0],   # tokens read valid tokens, never the readout
                        [1, 1, 1, 0],   # the missing token reads itself (no empty row)
                        [1, 0, 1, 0],
