@@ -156,5 +156,6 @@ def _splash_kernel(length: int, heads: int, interpret: bool, residuals: bool):
                             block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                             block_q_dq=block, block_kv_dq=block)
   mask = splash.MultiHeadMask([splash.FullMask((length, length))] * heads)
-  return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                                save_residuals=residuals, interpret=interpret)
+  with jax.ensure_compile_time_eval():  # cached across traces: its block tables are constants
+    return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                  save_residuals=residuals, interpret=interpret)

@@ -1,0 +1,114 @@
+"""Every attention implementation the config can name against the XLA reference, on CPU.
+
+"cudnn" off GPU runs the same `jax.nn.dot_product_attention` call on XLA, so its own code
+(readable keys first, key lengths, the 128 padding, the self term from the log-sum-exp) is
+what is compared; the cuDNN kernel itself needs a GPU (benchmarks/gpu.py). "splash" runs the
+Pallas TPU kernel in interpret mode.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import local
+from model_helpers import host_params
+from xefm_jax.data import spec
+from xefm_jax.model import attention, layers
+from xefm_jax.model.xefm import XEFM, token_counts
+
+FAST = ("cudnn", "splash")
+
+
+def _qkv_and_mask(seed=0, batch=3, length=20, heads=2, dim=16):
+  ks = jax.random.split(jax.random.key(seed), 4)
+  q, k, v = (jax.random.normal(ks[i], (batch, length, heads, dim)) for i in range(3))
+  keys = jax.random.bernoulli(ks[3], 0.6, (batch, length))
+  keys = keys.at[2].set(False)  # a sample with no readable token (a dropped modality)
+  return q, k, v, layers.AttentionMask(keys)
+
+
+def _value_and_grad(implementation, mask):
+  def f(q, k, v):
+    out = attention.dot_product_attention(q, k, v, mask, implementation)
+    weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
+    return jnp.sum(out * weights), out
+  return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
+
+
+@pytest.mark.parametrize("implementation", FAST)
+def test_kernel_matches_xla_outputs_and_gradients(implementation):
+  """Every row, readable or not (readouts, hidden and missing tokens read themselves)."""
+  q, k, v, mask = _qkv_and_mask()
+  (_, ref), ref_grads = _value_and_grad("xla", mask)(q, k, v)
+  (_, out), grads = _value_and_grad(implementation, mask)(q, k, v)
+  np.testing.assert_allclose(out, ref, atol=2e-6)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, r, atol=2e-6)
+
+
+@pytest.mark.parametrize("implementation", (None,) + FAST)
+def test_unreadable_token_values_do_not_reach_readable_outputs(implementation):
+  q, k, v, mask = _qkv_and_mask(seed=1)
+  out = attention.dot_product_attention(q, k, v, mask, implementation)
+  hidden = ~mask.keys[:, :, None, None]
+  changed = attention.dot_product_attention(
+      q, jnp.where(hidden, 1e3, k), jnp.where(hidden, -1e3, v), mask, implementation)
+  rows = np.asarray(mask.keys)
+  np.testing.assert_array_equal(np.asarray(changed)[rows], np.asarray(out)[rows])
+
+
+def test_unknown_implementation_is_refused():
+  q, k, v, mask = _qkv_and_mask()
+  with pytest.raises(ValueError, match="unknown attention implementation"):
+    attention.dot_product_attention(q, k, v, mask, "flash")
+
+
+def _tiny(implementation):
+  c = local.get_config("tiny")
+  c.model.dtype = "float32"  # equality to rounding, not to bf16
+  c.model.attention = implementation
+  return c
+
+
+NAMES = ("imu", "video")  # one encoder dropped in a sample, one with hidden tokens
+
+
+def _tiny_run(implementation):
+  """Loss, (window embedding, fused tokens) and parameter gradients of the tiny model (float32)
+  with hidden video tokens and the IMU dropped in the second sample."""
+  cfg = local.get_config("tiny")
+  cfg.model.dtype = "float32"  # equality to rounding, not to bf16
+  cfg.model.attention = implementation
+  batch = spec.fake_batch(spec.WindowSpec.from_config(cfg.data), 2, seed=0)
+  model = XEFM(cfg.model)
+  params = host_params(model, batch)["params"]
+  counts = token_counts(model, batch)
+  keep = {n: jax.random.bernoulli(jax.random.key(i), 0.6, (2, counts[n]))
+          for i, n in enumerate(NAMES)}
+  drop = {n: jnp.array([False, n == "imu"]) for n in NAMES}
+
+  def loss(params):
+    out = model.apply({"params": params}, batch, keep=keep, drop=drop, modalities=NAMES)
+    fused = sum(jnp.sum(jnp.sin(g.tokens)) for g in out.fused.values())
+    return fused + jnp.sum(jnp.cos(out.embedding)), (out.embedding, out.fused)
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
+@pytest.fixture(scope="module")
+def tiny_reference():
+  return _tiny_run(None)
+
+
+@pytest.mark.slow  # compiles the tiny model's gradient three times (~15 s each, quiet machine)
+@pytest.mark.parametrize("implementation", FAST)
+def test_tiny_model_outputs_and_gradients_match_xla(tiny_reference, implementation):
+  """Encoders and fusion (readouts, hidden tokens, a dropped modality): the same window
+  embedding, fused tokens and parameter gradients as the XLA path."""
+  (_, (ref_emb, ref_fused)), ref_grads = tiny_reference
+  (_, (emb, fused)), grads = _tiny_run(implementation)
+  np.testing.assert_allclose(emb, ref_emb, atol=1e-5)
+  for n in NAMES:
+    np.testing.assert_allclose(fused[n].tokens, ref_fused[n].tokens, atol=1e-5, err_msg=n)
+  jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4),
+               grads, ref_grads)
