@@ -112,3 +112,33 @@ def test_tiny_model_outputs_and_gradients_match_xla(tiny_reference, implementati
     np.testing.assert_allclose(fused[n].tokens, ref_fused[n].tokens, atol=1e-5, err_msg=n)
   jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4),
                grads, ref_grads)
+
+
+def _stacks(config):
+  """(name, resolved stack config, width) of every transformer stack of a config."""
+  from xefm_jax.objectives import heads
+  m, o = config.model, config.objectives
+  yield "fusion", m.fusion, m.width
+  for name, mod in m.modalities.items():
+    yield name, mod.encoder, mod.encoder.width
+  for name, stack in (("masked_modeling", o.masked_modeling.decoder),
+                      ("captioning", o.captioning.decoder), ("text", o.contrastive.text)):
+    resolved = heads.stack_config(stack, m.width)
+    yield name, resolved, resolved.width
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
+def test_stage_configs_use_a_flash_kernel_with_head_dims_it_takes(stage):
+  import importlib
+
+  from xefm_jax.model.transformer import head_dim
+  config = importlib.import_module(f"configs.{stage}").get_config()
+  assert config.model.attention == "cudnn"
+  for name, stack, width in _stacks(config):
+    assert 64 <= head_dim(stack, width) <= 128, (stage, name, head_dim(stack, width))
+
+
+def test_local_and_pilot_configs_keep_the_xla_path():
+  from configs import pilot
+  for config in (local.get_config(), local.get_config("tiny"), pilot.get_config()):
+    assert config.model.attention is None
