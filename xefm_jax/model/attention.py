@@ -85,6 +85,20 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: AttentionMask | Ar
   return _keys_then_self(q, k, v, mask.keys, kernel)
 
 
+def kernel_name(implementation: str | None) -> str:
+  """What `implementation` runs on this backend (benchmarks report it)."""
+  if implementation in (None, "xla"):
+    return "xla"
+  if implementation == "cudnn":
+    return "cudnn" if _cudnn_backend() == "cudnn" else "xla (cudnn's call off GPU)"
+  return "splash" if jax.default_backend() == "tpu" else "splash (Pallas interpret mode)"
+
+
+def padded_length(implementation: str | None, length: int) -> int:
+  """The token count the kernel runs at: the flash kernels tile by BLOCK."""
+  return length if implementation in (None, "xla") else length + (-length) % BLOCK
+
+
 def _keys_then_self(q: Array, k: Array, v: Array, keys: Array, kernel) -> Array:
   """Attention over the readable keys by `kernel`, plus each unreadable query's own key."""
   batch, length, _, dim = q.shape
@@ -93,7 +107,7 @@ def _keys_then_self(q: Array, k: Array, v: Array, keys: Array, kernel) -> Array:
   # the kernels need a readable key per row: an empty sample reads its first token, then is
   # replaced by v below
   readable = keys | (empty[:, None] & (jnp.arange(length) == 0)[None])
-  pad = (-length) % BLOCK
+  pad = padded_length("cudnn", length) - length
   if pad:
     widen = lambda t: jnp.pad(t, ((0, 0), (0, pad)) + ((0, 0),) * (t.ndim - 2))  # noqa: E731
     q, k, v, readable = widen(q), widen(k), widen(v), widen(readable)
