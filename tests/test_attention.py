@@ -36,6 +36,22 @@ def _value_and_grad(implementation, mask):
   return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
 
 
+def test_xla_path_is_jax_dot_product_attention_with_the_dense_mask():
+  """The reference: jax's XLA implementation under the rule's (B, 1, L, L) mask (our einsums
+  only change the layouts XLA sees)."""
+  q, k, v, mask = _qkv_and_mask()
+
+  def reference(q, k, v):
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask.dense())
+    weights = jnp.cos(jnp.arange(out.size, dtype=jnp.float32)).reshape(out.shape)
+    return jnp.sum(out * weights), out
+  (_, ref), ref_grads = jax.jit(jax.value_and_grad(reference, (0, 1, 2), has_aux=True))(q, k, v)
+  (_, out), grads = _value_and_grad(None, mask)(q, k, v)
+  np.testing.assert_allclose(out, ref, atol=2e-6)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, r, atol=2e-6)
+
+
 @pytest.mark.parametrize("implementation", FAST)
 def test_kernel_matches_xla_outputs_and_gradients(implementation):
   """Every row, readable or not (readouts, hidden and missing tokens read themselves)."""

@@ -77,12 +77,29 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: AttentionMask | Ar
     raise ValueError(f"unknown attention implementation {implementation!r}; expected one of "
                      f"{IMPLEMENTATIONS}")
   if not isinstance(mask, AttentionMask):
-    impl = "xla" if implementation == "splash" else implementation
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+    if implementation == "cudnn":
+      return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=_cudnn_backend())
+    return _xla(q, k, v, mask)
   if implementation in (None, "xla"):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask.dense(), implementation=implementation)
+    return _xla(q, k, v, mask.dense())
   kernel = _cudnn if implementation == "cudnn" else _splash
   return _keys_then_self(q, k, v, mask.keys, kernel)
+
+
+def _xla(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
+  """`jax.nn.dot_product_attention`'s XLA path, same numerics (fp32 logits and softmax, large
+  negative masked logits), written as two einsums whose dot operands XLA takes as they are.
+
+  jax's version vmaps over query groups (for grouped-query attention, unused here), and its
+  reshapes make XLA:CPU copy the (B, H, L, L) logits and their gradients between layouts
+  (copies of that size in the compiled backward; none here, only (B, L, H, D)-sized ones).
+  """
+  scale = jnp.asarray(q.shape[-1] ** -0.5, jnp.float32)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    logits = jnp.where(mask, logits, -0.7 * jnp.finfo(jnp.float32).max)
+  probs = jax.nn.softmax(logits, axis=-1).astype(k.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 def kernel_name(implementation: str | None) -> str:
