@@ -24,7 +24,7 @@ def _qkv_and_mask(seed=0, batch=3, length=20, heads=2, dim=16):
   ks = jax.random.split(jax.random.key(seed), 4)
   q, k, v = (jax.random.normal(ks[i], (batch, length, heads, dim)) for i in range(3))
   keys = jax.random.bernoulli(ks[3], 0.6, (batch, length))
-  keys = keys.at[2].set(False)  # a sample with no readable token (a dropped modality)
+  keys = keys.at[batch - 1].set(False)  # a sample with no readable token (a dropped modality)
   return q, k, v, layers.AttentionMask(keys)
 
 
@@ -158,3 +158,19 @@ def test_local_and_pilot_configs_keep_the_xla_path():
   from configs import pilot
   for config in (local.get_config(), local.get_config("tiny"), pilot.get_config()):
     assert config.model.attention is None
+
+
+def test_splash_runs_per_shard_under_the_mesh():
+  """Batch over data x fsdp, heads over tensor (the rules table): the XLA path's outputs and
+  gradients."""
+  from configs import common
+  from xefm_jax.parallel import sharding
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)  # as parallel/mesh.py
+  q, k, v, mask = _qkv_and_mask(batch=4, heads=2)
+  (_, ref), ref_grads = _value_and_grad(None, mask)(q, k, v)
+  with sharding.activate(mesh, common.logical_axis_rules()):
+    (_, out), grads = _value_and_grad("splash", mask)(q, k, v)
+  np.testing.assert_allclose(out, ref, atol=2e-6)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(g, r, atol=2e-6)

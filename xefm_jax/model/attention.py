@@ -159,6 +159,26 @@ def _cudnn_backend() -> str:
 
 
 def _splash(q: Array, k: Array, v: Array, readable: Array) -> tuple[Array, Array]:
+  """The splash kernel over the readable keys. A Pallas kernel is not partitioned by GSPMD:
+  under a mesh it runs per shard (`shard_map`, batch and heads as the logical rules place
+  the activations; the token axis must be whole on each device)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty:
+    return _splash_local(q, k, v, readable)
+  import flax.linen as nn
+  from jax.sharding import PartitionSpec as P
+  rules = nn.get_logical_axis_rules()
+  heads = nn.logical_to_mesh_axes(
+      ("activation_batch", "activation_length", "activation_heads", "activation_kv"), rules)
+  if heads[1] is not None or heads[3] is not None:
+    raise ValueError(f"splash attention needs whole tokens and head dims per device; the "
+                     f"rules shard (B, L, H, D) as {heads}")
+  tokens, lse = P(heads[0], None), P(heads[0], None, heads[2])
+  return jax.shard_map(_splash_local, mesh=mesh, in_specs=(heads, heads, heads, tokens),
+                       out_specs=(heads, lse), check_vma=False)(q, k, v, readable)
+
+
+def _splash_local(q: Array, k: Array, v: Array, readable: Array) -> tuple[Array, Array]:
   """The splash kernel per sample (heads-major, as it takes them), readable keys by segment."""
   batch, length, heads, dim = q.shape
   interpret = jax.default_backend() != "tpu"
