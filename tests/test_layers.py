@@ -143,7 +143,8 @@ def test_remat_changes_memory_not_gradients():
   v = nn.unbox(jax.jit(plain.init)(jax.random.key(1), x, mask))
   grad = lambda m: jax.jit(jax.grad(  # noqa: E731
       lambda p: jnp.sum(jnp.square(m.apply(p, x, mask)))))(v)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+  # gradients of order 10-100: two compilations round differently (up to ~1e-5 absolute)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                grad(plain), grad(rematted))
 
 
