@@ -174,3 +174,21 @@ def test_splash_runs_per_shard_under_the_mesh():
   np.testing.assert_allclose(out, ref, atol=2e-6)
   for g, r in zip(grads, ref_grads):
     np.testing.assert_allclose(g, r, atol=2e-6)
+
+
+def test_xla_path_moves_no_logit_sized_arrays_between_layouts():
+  """The compiled forward + backward copies or transposes only (B, L, H, D)-sized arrays,
+  never the (B, H, L, L) logits or their gradients (jax's group vmap did, 5 times here)."""
+  import re
+  batch, length, heads, dim = 8, 128, 4, 48
+  q, k, v = (jnp.ones((batch, length, heads, dim), jnp.bfloat16) for _ in range(3))
+  mask = layers.attention_mask(jnp.ones((batch, length), bool))
+
+  def loss(q, k, v):
+    out = attention.dot_product_attention(q, k, v, mask, None)
+    return jnp.sum(jnp.square(out.astype(jnp.float32)))
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile().as_text()
+  moved = re.findall(r"= \w+\[([\d,]*)\]\S* (?:copy|transpose)\(", hlo)
+  assert moved  # the pattern still matches this XLA's HLO text
+  sizes = [int(np.prod([int(d) for d in shape.split(",") if d])) for shape in moved]
+  assert max(sizes) <= batch * length * heads * dim, moved
