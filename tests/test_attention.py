@@ -192,3 +192,15 @@ def test_xla_path_moves_no_logit_sized_arrays_between_layouts():
   assert moved  # the pattern still matches this XLA's HLO text
   sizes = [int(np.prod([int(d) for d in shape.split(",") if d])) for shape in moved]
   assert max(sizes) <= batch * length * heads * dim, moved
+
+
+@pytest.mark.parametrize("implementation", (None,) + FAST)
+def test_dense_masks_take_the_xla_path(implementation):
+  """Cross-attention with a causal-style dense (B, 1, Lq, Lk) mask and an odd key count."""
+  ks = jax.random.split(jax.random.key(3), 3)
+  q = jax.random.normal(ks[0], (2, 6, 2, 16))
+  k, v = (jax.random.normal(key, (2, 9, 2, 16)) for key in ks[1:])
+  mask = jnp.tril(jnp.ones((6, 9), bool), 3)[None, None].repeat(2, 0)
+  out = attention.dot_product_attention(q, k, v, mask, implementation)
+  ref = jax.nn.dot_product_attention(q, k, v, mask=mask)
+  np.testing.assert_allclose(out, ref, atol=2e-6)

@@ -70,15 +70,15 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: AttentionMask | Ar
                           implementation: str | None = None) -> Array:
   """q, k, v (B, L, H, D) -> (B, L, H, D) under `mask` with the named implementation.
 
-  A dense boolean mask array (the caption decoder's causal mask) goes to
-  `jax.nn.dot_product_attention` as it is ("splash" takes the XLA path for it).
+  q and k may differ in length (cross-attention). A dense boolean mask array (B, 1, Lq, Lk)
+  (the caption decoder's causal self-attention and its cross-attention: a few dozen queries)
+  takes the XLA path whatever the implementation: cuDNN would take it as a bias, which it
+  refuses in training for odd lengths (a window's memory of 1094 tokens + 1).
   """
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}; expected one of "
                      f"{IMPLEMENTATIONS}")
   if not isinstance(mask, AttentionMask):
-    if implementation == "cudnn":
-      return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=_cudnn_backend())
     return _xla(q, k, v, mask)
   if implementation in (None, "xla"):
     return _xla(q, k, v, mask.dense())

@@ -184,7 +184,7 @@ class Attention(nn.Module):
 
   `mask` is an `AttentionMask` (per-token flags, built once per stack by `attention_mask`)
   or, for masks that are not key padding (the caption decoder's causal mask), a boolean
-  (B, 1, L, L) array (True = may attend), which every implementation takes as a dense mask.
+  (B, 1, L, L) array (True = may attend), which takes the XLA path whatever the config names.
   """
 
   num_heads: int
