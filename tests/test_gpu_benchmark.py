@@ -10,6 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -19,6 +20,7 @@ from configs import common  # noqa: E402
 from xefm_jax.model import layers  # noqa: E402
 
 
+@pytest.mark.slow  # a subprocess: imports, compiles and measures a peak (~10 s quiet machine)
 def test_tiny_run_prints_one_json_line_with_the_figures():
   env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="")  # one CPU device
   run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny",
