@@ -1,9 +1,9 @@
 """Every attention implementation the config can name against the XLA reference, on CPU.
 
-"cudnn" off GPU runs the same `jax.nn.dot_product_attention` call on XLA, so its own code
-(readable keys first, key lengths, the 128 padding, the self term from the log-sum-exp) is
-what is compared; the cuDNN kernel itself needs a GPU (benchmarks/gpu.py). "splash" runs the
-Pallas TPU kernel in interpret mode.
+Inside `attention.kernels_off_platform()` (every test here but the last ones), "cudnn" runs
+its own code (readable keys first, key lengths, the 128 padding, the self term from the
+log-sum-exp) with the same `jax.nn.dot_product_attention` call on XLA; the cuDNN kernel itself
+needs a GPU (benchmarks/gpu.py). "splash" runs the Pallas TPU kernel in interpret mode.
 """
 
 import jax
@@ -18,6 +18,15 @@ from xefm_jax.model import attention, layers
 from xefm_jax.model.xefm import XEFM, token_counts
 
 FAST = ("cudnn", "splash")
+
+
+@pytest.fixture(autouse=True)
+def kernels_on_cpu(request):
+  if "on_their_platform_only" in request.node.name:
+    yield
+    return
+  with attention.kernels_off_platform():
+    yield
 
 
 def _qkv_and_mask(seed=0, batch=3, length=20, heads=2, dim=16):
@@ -56,6 +65,7 @@ def test_xla_path_is_jax_dot_product_attention_with_the_dense_mask():
 def test_kernel_matches_xla_outputs_and_gradients(implementation):
   """Every row, readable or not (readouts, hidden and missing tokens read themselves)."""
   q, k, v, mask = _qkv_and_mask()
+  assert attention.padded_length(implementation, 20) == 128  # the kernel's own path
   (_, ref), ref_grads = _value_and_grad("xla", mask)(q, k, v)
   (_, out), grads = _value_and_grad(implementation, mask)(q, k, v)
   np.testing.assert_allclose(out, ref, atol=2e-6)
@@ -122,6 +132,7 @@ def test_tiny_model_outputs_and_gradients_match_xla(tiny_reference, implementati
   """Encoders and fusion (readouts, hidden tokens, a dropped modality): the same window
   embedding, fused tokens and parameter gradients as the XLA path."""
   (_, (ref_emb, ref_fused)), ref_grads = tiny_reference
+  assert not attention.kernel_name(implementation).startswith("xla")  # the kernel's own path
   (_, (emb, fused)), grads = _tiny_run(implementation)
   np.testing.assert_allclose(emb, ref_emb, atol=1e-5)
   for n in NAMES:
@@ -204,3 +215,15 @@ def test_dense_masks_take_the_xla_path(implementation):
   out = attention.dot_product_attention(q, k, v, mask, implementation)
   ref = jax.nn.dot_product_attention(q, k, v, mask=mask)
   np.testing.assert_allclose(out, ref, atol=2e-6)
+
+
+def test_kernel_names_take_the_xla_path_on_their_platform_only():
+  """Without the test switch a stage config (cudnn) compiles on CPU as the XLA path (what
+  launch/aot_check.py estimates), unpadded."""
+  q, k, v, mask = _qkv_and_mask()
+  ref = attention.dot_product_attention(q, k, v, mask, None)
+  for implementation in FAST:
+    assert attention.kernel_name(implementation).startswith("xla (")
+    assert attention.padded_length(implementation, 20) == 20
+    np.testing.assert_array_equal(
+        attention.dot_product_attention(q, k, v, mask, implementation), ref)

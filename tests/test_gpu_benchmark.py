@@ -28,8 +28,8 @@ def test_tiny_run_prints_one_json_line_with_the_figures():
                        capture_output=True, text=True, env=env, timeout=600, check=True)
   result = json.loads(run.stdout.strip().splitlines()[-1])
   assert result["platform"] == "cpu" and result["attention"] == "cudnn"
-  assert result["kernel"] == "xla (cudnn's call off GPU)"
-  assert (result["tokens"], result["padded_tokens"], result["batch"]) == (96, 128, 2)
+  assert result["kernel"] == "xla (cudnn named, no GPU)"
+  assert (result["tokens"], result["padded_tokens"], result["batch"]) == (96, 96, 2)
   assert result["model_flops"] == gpu.model_flops(
       common.transformer_config(2, 2, 256), 64, 96, 2)
   for key in ("step_s", "mfu", "hardware_utilisation", "compiled_bytes"):

@@ -6,15 +6,16 @@ missing tokens are not readable; they still read the readable tokens and themsel
 softmax row is empty (a fully masked row is uniform in XLA and undefined in cuDNN).
 
 Implementations (config.model.attention):
-  None / "xla"  `jax.nn.dot_product_attention`'s XLA path with the dense mask built here from
-                the flags (any backend): the reference every other path is tested against.
+  None / "xla"  `jax.nn.dot_product_attention`'s XLA numerics (as two einsums, `_xla`) with
+                the dense mask built from the flags (any backend): the reference every other
+                path is tested against.
   "cudnn"       cuDNN flash attention (GPU) through `jax.nn.dot_product_attention`: the
                 readable keys first (a stable per-sample sort of keys and values only; queries
                 keep their order, so callers see nothing), `key_value_seq_lengths`, and the
                 token count padded to a multiple of 128.
   "splash"      the Pallas splash-attention kernel (TPU, jax.experimental.pallas.ops.tpu):
                 readable keys as kv segment ids, the token count padded to a multiple of 128.
-                Off TPU it runs in Pallas interpret mode (slow: for the equality tests only).
+Off their platform both names take the XLA path (see `kernels_off_platform`).
 
 Both kernels attend over the readable keys only. The "and itself" term of a query that is not
 readable is added exactly afterwards from the kernel's log-sum-exp lse_i over those keys:
@@ -27,7 +28,10 @@ q and k held constant: d lse_i/d q_i = A_i / sqrt(d), d lse_i/d k_j = sum_i p_ij
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+from typing import Iterator
 
 import flax.struct
 import jax
@@ -80,10 +84,35 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: AttentionMask | Ar
                      f"{IMPLEMENTATIONS}")
   if not isinstance(mask, AttentionMask):
     return _xla(q, k, v, mask)
-  if implementation in (None, "xla"):
+  if not _runs_kernel(implementation):
     return _xla(q, k, v, mask.dense())
   kernel = _cudnn if implementation == "cudnn" else _splash
   return _keys_then_self(q, k, v, mask.keys, kernel)
+
+
+# Off their platform ("cudnn" without a GPU, "splash" without a TPU) the kernels' names take
+# the XLA path: a stage config then compiles on CPU (launch/aot_check.py, tests) as it did
+# before it named a kernel. Inside `kernels_off_platform()` they run their own code instead:
+# cuDNN's call on jax's XLA implementation of the same API, splash in Pallas interpret mode
+# (slow), which is how the tests compare them with the XLA path on CPU.
+_OFF_PLATFORM = contextvars.ContextVar("attention_kernels_off_platform", default=False)
+_PLATFORMS = {"cudnn": "gpu", "splash": "tpu"}
+
+
+@contextlib.contextmanager
+def kernels_off_platform() -> Iterator[None]:
+  """Trace the named kernels' code paths even where their hardware is absent (tests)."""
+  token = _OFF_PLATFORM.set(True)
+  try:
+    yield
+  finally:
+    _OFF_PLATFORM.reset(token)
+
+
+def _runs_kernel(implementation: str | None) -> bool:
+  if implementation in (None, "xla"):
+    return False
+  return jax.default_backend() == _PLATFORMS[implementation] or _OFF_PLATFORM.get()
 
 
 def _xla(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
@@ -106,14 +135,17 @@ def kernel_name(implementation: str | None) -> str:
   """What `implementation` runs on this backend (benchmarks report it)."""
   if implementation in (None, "xla"):
     return "xla"
-  if implementation == "cudnn":
-    return "cudnn" if _cudnn_backend() == "cudnn" else "xla (cudnn's call off GPU)"
-  return "splash" if jax.default_backend() == "tpu" else "splash (Pallas interpret mode)"
+  if jax.default_backend() == _PLATFORMS[implementation]:
+    return implementation
+  if not _OFF_PLATFORM.get():
+    return f"xla ({implementation} named, no {_PLATFORMS[implementation].upper()})"
+  return {"cudnn": "cudnn's call on xla", "splash": "splash in Pallas interpret mode"}[
+      implementation]
 
 
 def padded_length(implementation: str | None, length: int) -> int:
   """The token count the kernel runs at: the flash kernels tile by BLOCK."""
-  return length if implementation in (None, "xla") else length + (-length) % BLOCK
+  return length + (-length) % BLOCK if _runs_kernel(implementation) else length
 
 
 def _keys_then_self(q: Array, k: Array, v: Array, keys: Array, kernel) -> Array:
@@ -124,7 +156,7 @@ def _keys_then_self(q: Array, k: Array, v: Array, keys: Array, kernel) -> Array:
   # the kernels need a readable key per row: an empty sample reads its first token, then is
   # replaced by v below
   readable = keys | (empty[:, None] & (jnp.arange(length) == 0)[None])
-  pad = padded_length("cudnn", length) - length
+  pad = (-length) % BLOCK
   if pad:
     widen = lambda t: jnp.pad(t, ((0, 0), (0, pad)) + ((0, 0),) * (t.ndim - 2))  # noqa: E731
     q, k, v, readable = widen(q), widen(k), widen(v), widen(readable)
