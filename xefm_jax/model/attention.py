@@ -150,7 +150,7 @@ def padded_length(implementation: str | None, length: int) -> int:
 
 def _keys_then_self(q: Array, k: Array, v: Array, keys: Array, kernel) -> Array:
   """Attention over the readable keys by `kernel`, plus each unreadable query's own key."""
-  batch, length, _, dim = q.shape
+  length, dim = q.shape[1], q.shape[-1]
   scale = dim ** -0.5
   empty = ~jnp.any(keys, axis=1)  # (B,) no readable token: every query reads only itself
   # the kernels need a readable key per row: an empty sample reads its first token, then is
@@ -212,7 +212,7 @@ def _splash(q: Array, k: Array, v: Array, readable: Array) -> tuple[Array, Array
 
 def _splash_local(q: Array, k: Array, v: Array, readable: Array) -> tuple[Array, Array]:
   """The splash kernel per sample (heads-major, as it takes them), readable keys by segment."""
-  batch, length, heads, dim = q.shape
+  _, length, heads, dim = q.shape
   interpret = jax.default_backend() != "tpu"
   segments = _segment_ids(readable)
   to_heads = lambda t: jnp.swapaxes(t, 1, 2)  # noqa: E731  (B, H, L, D)
