@@ -95,7 +95,9 @@ def model_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   m.width = 128  # fusion width D; every TokenGroup is projected to it
   m.dtype = "bfloat16"  # compute
   m.param_dtype = "float32"  # master weights
-  m.attention = ml_collections.FieldReference(None, field_type=str)  # None|xla|cudnn (GPU)
+  # the attention kernel (xefm_jax/model/attention.py): None or "xla" (any backend, the
+  # reference), "cudnn" (GPU flash attention), "splash" (the Pallas TPU kernel)
+  m.attention = ml_collections.FieldReference(None, field_type=str)
   m.fusion = transformer_config(num_layers=4, num_heads=4, mlp_dim=512)
   # {name: tokens}; procedure, contact, contrastive and captioning read "window",
   # future_state and forecasting "future", policy "policy". The window embedding (what
@@ -149,6 +151,14 @@ def set_encoders(model: ml_collections.ConfigDict, **fields) -> None:
   """Set the same encoder fields (width, num_layers, ...) on every modality."""
   for name in model.modalities:
     model.modalities[name].encoder.update(fields)
+
+
+def set_head_stacks(objectives: ml_collections.ConfigDict, **fields) -> None:
+  """Set the same fields (num_heads, ...) on the objectives' transformers: the masked-modeling
+  and captioning decoders and the contrastive text tower."""
+  for stack in (objectives.masked_modeling.decoder, objectives.captioning.decoder,
+                objectives.contrastive.text):
+    stack.update(fields)
 
 
 def set_stacks(model: ml_collections.ConfigDict, **fields) -> None:

@@ -26,6 +26,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.modalities.video.update(tubelet=4, patch=16)
   m.modalities.depth.update(tubelet=2, patch=16)
   common.set_stacks(m, scan_layers=True, remat_policy="dots_with_no_batch_dims")
+  # flash attention on the GPUs this stage targets; on TPU: --config.model.attention=splash
+  m.attention = "cudnn"
+  # head stacks at their 1024 width cap: 8 heads of 128 (flash kernels take head dims <= 128)
+  common.set_head_stacks(c.objectives, num_heads=8)
   c.mesh = common.mesh_config(data=1, fsdp=8, tensor=1)
   # 32 windows per device at once need 64.3 GiB (launch/aot_check.py, all objectives): two
   # microbatches of 16 keep the global batch and fit in 64 GiB

@@ -80,7 +80,7 @@ def test_attention_matches_reference_and_ignores_masked_keys():
   q, k, vv = (jnp.einsum("bld,dhk->blhk", x, p["params"][n]["kernel"])
               for n in ("query", "key", "value"))
   logits = jnp.einsum("bqhk,bshk->bhqs", q, k) / np.sqrt(d // heads)
-  logits = jnp.where(mask, logits, -jnp.inf)
+  logits = jnp.where(mask.dense(), logits, -jnp.inf)
   ref = jnp.einsum("bhqs,bshk->bqhk", jax.nn.softmax(logits, -1), vv)
   ref = jnp.einsum("blhk,hkd->bld", ref, p["params"]["out"]["kernel"])
   np.testing.assert_allclose(y[0, :5], ref[0, :5], atol=1e-5)
@@ -91,7 +91,7 @@ def test_attention_matches_reference_and_ignores_masked_keys():
 
 def test_attention_mask_readout_rule():
   valid = jnp.array([[True, False, True, True]])  # token, missing token, token, readout
-  m = layers.attention_mask(valid, np.array([True, True, True, False]))[0, 0]
+  m = layers.attention_mask(valid, np.array([True, True, True, False])).dense()[0, 0]
   expected = np.array([[1, 0, 1, 0],   # tokens read valid tokens, never the readout
                        [1, 1, 1, 0],   # the missing token reads itself (no empty row)
                        [1, 0, 1, 0],
@@ -143,7 +143,8 @@ def test_remat_changes_memory_not_gradients():
   v = nn.unbox(jax.jit(plain.init)(jax.random.key(1), x, mask))
   grad = lambda m: jax.jit(jax.grad(  # noqa: E731
       lambda p: jnp.sum(jnp.square(m.apply(p, x, mask)))))(v)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+  # gradients of order 10-100: two compilations round differently (up to ~1e-5 absolute)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                grad(plain), grad(rematted))
 
 

@@ -5,7 +5,7 @@ context frames, shared by every modality, so "frame 7 of the video" and "frame 7
 line up). Readout tokens (Octo) are learned queries appended to the sequence: they attend
 to every valid token, and no token attends to them, so adding or changing heads never
 changes the fused tokens. One combined boolean mask carries padding, missing streams,
-dropped modalities and the readout rule.
+dropped modalities and the readout rule (per-token flags: `layers.attention_mask`).
 
 This is where most parameters live: the window's token count, not encoder depth, sets the
 cost.
@@ -69,7 +69,7 @@ class FusionTransformer(nn.Module):
     attendable = np.arange(num_tokens + sum(readouts.values())) < num_tokens  # (L,)
     x = layers.constrain(jnp.concatenate(xs, axis=1), layers.ACTIVATION)  # (B, L, D)
     valid = jnp.concatenate(valid, axis=1)  # (B, L)
-    mask = layers.attention_mask(valid, attendable)  # (B, 1, L, L)
+    mask = layers.attention_mask(valid, attendable)  # readable: valid, not readouts
     x = TransformerStack(cfg, dtype=self.dtype, param_dtype=self.param_dtype,
                          attention=self.attention, name="transformer")(x, mask, deterministic)
     x = layers.make_norm(cfg.norm, dtype=self.dtype, param_dtype=self.param_dtype,

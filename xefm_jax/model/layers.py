@@ -25,6 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xefm_jax.model.attention import (  # noqa: F401  (re-exported: callers build masks here)
+    AttentionMask, attention_mask, dot_product_attention)
+
 Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
@@ -177,11 +180,11 @@ class MLP(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+  """Multi-head self-attention; the kernel is `implementation` (see `dot_product_attention`).
 
-  `mask` is the one boolean (B, 1, L, L) mask (True = may attend) that combines padding,
-  missing modalities and readout rules; it is built once per stack, not per layer.
-  `implementation` is passed through: None or "xla" (any backend), "cudnn" (GPU flash).
+  `mask` is an `AttentionMask` (per-token flags, built once per stack by `attention_mask`)
+  or, for masks that are not key padding (the caption decoder's causal mask), a boolean
+  (B, 1, L, L) array (True = may attend), which takes the XLA path whatever the config names.
   """
 
   num_heads: int
@@ -192,7 +195,7 @@ class Attention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None) -> Array:
+  def __call__(self, x: Array, mask: AttentionMask | Array | None) -> Array:
     proj = lambda name: DenseGeneral(  # noqa: E731
         (self.num_heads, self.head_dim), ("embed", "heads", "kv"), dtype=self.dtype,
         param_dtype=self.param_dtype, name=name)
@@ -200,8 +203,7 @@ class Attention(nn.Module):
     if self.qk_norm:  # bounds the logits; keeps bf16 attention stable at width (Dehghani 2023)
       q = RMSNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="query_norm")(q)
       k = RMSNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="key_norm")(k)
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                       implementation=self.implementation)  # (B, L, H, K)
+    out = dot_product_attention(q, k, v, mask, self.implementation)  # (B, L, H, K)
     out = constrain(out, ACTIVATION_HEADS)
     return DenseGeneral(x.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype,
                         param_dtype=self.param_dtype, name="out")(out)
@@ -249,23 +251,6 @@ def sinusoidal_embedding(t: Array, features: int, max_period: float = 10_000.0) 
   freqs = np.exp(-np.log(max_period) * np.arange(half, dtype=np.float32) / half)  # (half,)
   angles = jnp.asarray(t, jnp.float32)[..., None] * freqs  # (..., half)
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-def attention_mask(key_valid: Array, key_attendable: Array | np.ndarray | None = None) -> Array:
-  """The combined (B, 1, L, L) boolean attention mask from per-token flags.
-
-  key_valid: (B, L) the token exists (stream present, view present, modality kept).
-  key_attendable: (L,) static flags; False for tokens nobody else may read (readouts).
-  Every query also attends to itself, so no softmax row is empty (a fully masked row would
-  be uniform in XLA and undefined in cuDNN); an invalid token then only reads itself and
-  valid ones, and nothing reads it.
-  """
-  keys = key_valid
-  if key_attendable is not None:
-    keys = keys & jnp.asarray(key_attendable)[None, :]
-  length = key_valid.shape[1]
-  eye = jnp.eye(length, dtype=jnp.bool_)  # (L, L)
-  return keys[:, None, None, :] | eye[None, None]  # (B, 1, L, L)
 
 
 def masked_mean(x: Array, mask: Array) -> Array:

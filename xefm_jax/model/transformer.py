@@ -51,7 +51,7 @@ class Block(nn.Module):
   scanned: bool = False  # nn.scan wants (carry, per-layer output)
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool):
+  def __call__(self, x: Array, mask: layers.AttentionMask, deterministic: bool):
     cfg = self.cfg
     norm = lambda name: layers.make_norm(  # noqa: E731
         cfg.norm, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
@@ -72,7 +72,7 @@ class Block(nn.Module):
 class TransformerStack(nn.Module):
   """`cfg.num_layers` Blocks (scanned or looped, rematerialised per the config).
 
-  x: (B, L, D); mask: (B, 1, L, L) bool from `layers.attention_mask`. Zero layers is the
+  x: (B, L, D); mask: the stack's `layers.AttentionMask` (per-token flags). Zero layers is the
   identity, so a modality can run with a bare tokenizer.
   """
 
@@ -82,7 +82,7 @@ class TransformerStack(nn.Module):
   attention: str | None = None
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
+  def __call__(self, x: Array, mask: layers.AttentionMask, deterministic: bool = True) -> Array:
     cfg = self.cfg
     if cfg.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"unknown remat_policy {cfg.remat_policy!r}; "

@@ -281,8 +281,7 @@ class CrossAttention(nn.Module):
     norm = lambda name: layers.RMSNorm(dtype=self.dtype, param_dtype=self.param_dtype,  # noqa
                                        name=name)
     q, k = norm("query_norm")(q), norm("key_norm")(k)
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                       implementation=self.implementation)  # (B, L, H, K)
+    out = layers.dot_product_attention(q, k, v, mask, self.implementation)  # (B, L, H, K)
     return layers.DenseGeneral(x.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1),
                                dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
 
