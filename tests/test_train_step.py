@@ -13,7 +13,7 @@ from xefm_jax.data import spec
 from xefm_jax.parallel import init as init_lib
 from xefm_jax.parallel import mesh as mesh_lib
 from xefm_jax.parallel import sharding
-from xefm_jax.train import flops, optimizer
+from xefm_jax.train import flops, loop, optimizer
 from xefm_jax.train import state as state_lib
 from xefm_jax.train import step as step_lib
 
@@ -33,6 +33,7 @@ def _small_config() -> ml_collections.ConfigDict:
 
 def test_nan_guard_skips_the_update_and_counts_it():
   config = _small_config()
+  config.train.log_every = 2  # the parameter norm on steps 2, 4, ... only
   mesh = mesh_lib.make_mesh(common.mesh_config(2, 2, 2))
   rules = sharding.rules_from_config(config)
   window = spec.WindowSpec.from_config(config.data)
@@ -74,6 +75,20 @@ def test_nan_guard_skips_the_update_and_counts_it():
   assert counts and all(int(c) == 2 for c in counts)
   assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(before.params),
                                                        jax.tree.leaves(after.params)))
+  # the parameter norm (a full pass over the parameters) only on the log step
+  assert np.isnan(m1["param_norm"]) and np.isnan(m3["param_norm"])
+  want = np.sqrt(sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(skipped.params)))
+  assert float(m2["param_norm"]) == pytest.approx(want, rel=1e-5)
+
+
+def test_retrieval_at_1_matches_comparing_every_caption_row():
+  rng = np.random.default_rng(0)
+  caption = rng.integers(0, 3, size=(37, 4))[rng.integers(0, 9, size=37)]  # repeats
+  text = rng.normal(size=(37, 8))
+  window = text + 0.8 * rng.normal(size=(37, 8))
+  same = (caption[:, None, :] == caption[None, :, :]).all(-1)
+  want = (same[np.arange(37), np.argmax(text @ window.T, axis=1)].mean(), same.mean())
+  assert loop.retrieval_at_1(text, window, caption, chunk=5) == pytest.approx(want)
 
 
 def test_microbatches_are_strided_and_stay_on_every_device():
