@@ -215,10 +215,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), plan.shardings,
                                      batch_shardings)
   step_flops = flops_lib.step_flops(train_step, jax.device_count())
+  model_flops = flops_lib.model_flops(config)
   peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype),
                         per_device=float(cfg.peak_flops_per_device))
-  log("train step traced in %.1f s, compiled in %.1f s: %.3g GFLOP per step; MFU against "
-      "%s (%.1f s)", t1 - t0, t2 - t1, step_flops / 1e9, peak.describe(),
+  log("train step traced in %.1f s, compiled in %.1f s: %.3g GFLOP per step of the model "
+      "(MFU), %.3g executed (HFU, the compiled cost analysis); against %s (%.1f s)",
+      t1 - t0, t2 - t1, model_flops / 1e9, step_flops / 1e9, peak.describe(),
       time.perf_counter() - t2)
 
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
@@ -250,14 +252,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
         elapsed = time.perf_counter() - last_time
         seconds_per_step = elapsed / since
         metrics.update(steps_per_s=1.0 / seconds_per_step, data_wait_s=data_wait / since,
-                       mfu=flops_lib.mfu(step_flops, seconds_per_step, peak),
+                       mfu=flops_lib.mfu(model_flops, seconds_per_step, peak),
+                       hfu=flops_lib.mfu(step_flops, seconds_per_step, peak),
                        eta_s=(cfg.steps - done) * seconds_per_step)
         writer.write(done, metrics)
         losses = " ".join(f"{k} {metrics[k]:.4g}" for k in
                           ["loss"] + [f"{n}/loss" for n in objectives_base.enabled(config)])
-        log("step %d/%d | %s | lr %.3g | grad %.3g | %.2f steps/s | MFU %.1f%% | data "
-            "%.3f s/step | skipped %d | ETA %s", done, cfg.steps, losses, metrics["lr"],
+        log("step %d/%d | %s | lr %.3g | grad %.3g | %.2f steps/s | MFU %.1f%% HFU %.1f%% | "
+            "data %.3f s/step | skipped %d | ETA %s", done, cfg.steps, losses, metrics["lr"],
             metrics["grad_norm"], metrics["steps_per_s"], 100 * metrics["mfu"],
+            100 * metrics["hfu"],
             metrics["data_wait_s"], metrics["skipped_total"], _duration(metrics["eta_s"]))
         last_time, data_wait, since = time.perf_counter(), 0.0, 0
 
