@@ -76,3 +76,21 @@ def test_compiled_fsdp_gather_stays_in_a_node_and_the_batch_reduction_crosses():
 def test_every_printed_form_of_device_groups_expands(line, groups):
   (row,) = collectives.from_hlo(line, 4)
   assert row.groups == groups and row.bytes == 32
+
+
+def test_nodes_are_blocks_of_processes_and_an_unmatched_dcn_size_is_refused():
+  import dataclasses
+
+  @dataclasses.dataclass(frozen=True)
+  class Gpu:  # what _granules reads of a jax.Device on a multi-process GPU job
+    id: int
+    process_index: int
+    platform: str = "gpu"
+
+  # one process per GPU, 4 GPUs per node (SLURM block distribution): 2 nodes
+  devices = [Gpu(i, i) for i in range(8)]
+  groups, what = mesh_lib._granules(devices, 2)
+  assert [[d.id for d in g] for g in groups] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+  assert what.startswith("node")
+  with pytest.raises(ValueError, match="1 process"):  # one GPU process cannot be 2 nodes
+    mesh_lib._granules([Gpu(i, 0) for i in range(8)], 2)

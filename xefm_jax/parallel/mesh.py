@@ -75,18 +75,36 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
 
 
 def _granules(devices: Sequence[Any], count: int) -> tuple[list[list[Any]], str]:
-  """The devices split into `count` granules, and what a granule is: TPU slices
-  (`slice_index`), else processes (one per GPU node), else, for fake CPU devices in one
-  process (launch/aot_check.py, tests), consecutive blocks of device ids."""
-  for attr, what in (("slice_index", "slice"), ("process_index", "process")):
-    groups = collections.defaultdict(list)
-    for d in devices:
-      groups[getattr(d, attr, None)].append(d)
-    if None not in groups and len(groups) == count:
-      return [groups[k] for k in sorted(groups)], what
-  ordered = sorted(devices, key=lambda d: d.id)
-  size = len(ordered) // count
-  return [ordered[i * size:(i + 1) * size] for i in range(count)], "block of device ids"
+  """The devices split into `count` granules, and what a granule is:
+    * TPU slices (`slice_index`), when there are `count` of them;
+    * nodes as blocks of consecutive processes, when the process count is a multiple of
+      `count` (one process per node, or one per GPU with SLURM's default block
+      distribution of ranks over nodes: launch/slurm/train.sbatch);
+    * for fake CPU devices in one process (launch/aot_check.py, tests), blocks of
+      consecutive device ids.
+  Anything else is refused: a DCN axis laid over the wrong devices would put FSDP's
+  per-layer traffic on the slow network without a word."""
+  slices = collections.defaultdict(list)
+  for d in devices:
+    slices[getattr(d, "slice_index", None)].append(d)
+  if None not in slices and len(slices) == count:
+    return [slices[k] for k in sorted(slices)], "slice"
+  processes = sorted({d.process_index for d in devices})
+  if len(processes) > 1 and len(processes) % count == 0:
+    per = len(processes) // count
+    rank = {p: i for i, p in enumerate(processes)}
+    groups = [[] for _ in range(count)]
+    for d in sorted(devices, key=lambda d: (d.process_index, d.id)):
+      groups[rank[d.process_index] // per].append(d)
+    return groups, f"node ({per} process{'es' if per > 1 else ''})"
+  if len(processes) == 1 and devices[0].platform == "cpu":
+    ordered = sorted(devices, key=lambda d: d.id)
+    size = len(ordered) // count
+    return [ordered[i * size:(i + 1) * size] for i in range(count)], "block of device ids"
+  raise ValueError(
+      f"mesh.dcn asks for {count} nodes or slices, but the {len(devices)} devices are in "
+      f"{len(slices)} slice(s) and {len(processes)} process(es); set --config.mesh.dcn.* "
+      "to the number of slices or nodes (and the ICI sizes to the devices of one)")
 
 
 def hybrid_devices(mesh_config: ml_collections.ConfigDict,
@@ -95,17 +113,17 @@ def hybrid_devices(mesh_config: ml_collections.ConfigDict,
 
   One granule: `mesh_utils.create_device_mesh` (topology-aware inside a slice / node).
   Several: each granule laid out the same way, and the granules tiled over the DCN shape,
-  as `mesh_utils.create_hybrid_device_mesh` does (called as is for slices and processes;
-  for fake devices the same tiling over blocks of ids, which that function cannot group).
+  as `mesh_utils.create_hybrid_device_mesh` does (called as is for TPU slices; for nodes
+  and fake devices the same tiling over the granules `_granules` found, which that function
+  cannot group).
   """
   ici, dcn = ici_shape(mesh_config, len(devices)), dcn_shape(mesh_config)
   count = math.prod(dcn)
   if count == 1:
     return mesh_utils.create_device_mesh(ici, list(devices)), "all devices"
   granules, what = _granules(devices, count)
-  if what in ("slice", "process"):
-    return mesh_utils.create_hybrid_device_mesh(
-        ici, dcn, list(devices), process_is_granule=what == "process"), what
+  if what == "slice":
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, list(devices)), what
   blocks = np.empty(dcn, dtype=object)
   for i, index in enumerate(np.ndindex(*dcn)):
     blocks[index] = mesh_utils.create_device_mesh(ici, granules[i])
