@@ -58,6 +58,7 @@ def main() -> None:
     for name in config.objectives:
       if name not in keep:
         config.objectives[name].weight = 0.0
+  loop.without_corpus(config)  # synthetic batches: unit hand statistics (shapes only)
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config)
   window = spec_lib.WindowSpec.from_config(config.data)
@@ -71,7 +72,6 @@ def main() -> None:
   step = plan.lower().compile()
   compile_s = time.perf_counter() - start
   step_flops = flops_lib.step_flops(step, jax.device_count())
-  loop.without_corpus(config)
   model_flops = flops_lib.model_flops(config)
   batches = [jax.device_put(spec_lib.fake_batch(window, config.data.batch_size, seed=i),
                             batch_shardings) for i in range(4)]
