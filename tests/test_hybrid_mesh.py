@@ -94,3 +94,27 @@ def test_nodes_are_blocks_of_processes_and_an_unmatched_dcn_size_is_refused():
   assert what.startswith("node")
   with pytest.raises(ValueError, match="1 process"):  # one GPU process cannot be 2 nodes
     mesh_lib._granules([Gpu(i, 0) for i in range(8)], 2)
+
+
+def test_log_mel_spectrogram_stays_on_the_batch_shards_and_matches_one_device():
+  from configs import local
+  from xefm_jax.modalities import audio
+  from xefm_jax.parallel import sharding
+  config = local.get_config("tiny")
+  cfg = config.model.modalities.audio
+  rules = sharding.rules_from_config(config)
+  mesh = mesh_lib.make_mesh(NODES)
+  samples = np.random.default_rng(0).normal(size=(16, 1600)).astype(np.float32)
+
+  def spectrogram(a):
+    return audio.log_mel_spectrogram(a, n_fft=cfg.n_fft, win_length=cfg.win_length,
+                                     hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+                                     fmin=cfg.fmin, fmax=cfg.fmax)
+  want = jax.jit(spectrogram)(samples)
+  x = jax.device_put(samples, NamedSharding(mesh, P(("data", "fsdp"))))
+  with sharding.activate(mesh, rules):
+    f = jax.jit(spectrogram)
+    text = f.lower(x).compile().as_text()
+    got = f(x)
+  assert collectives.from_hlo(text, 8) == []  # no batch gathered onto every device
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
