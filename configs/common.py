@@ -170,9 +170,15 @@ def set_stacks(model: ml_collections.ConfigDict, **fields) -> None:
 # ---------------------------------------------------------------------------- mesh, rules
 
 
-def mesh_config(data: int = 1, fsdp: int = -1, tensor: int = 1) -> ml_collections.ConfigDict:
-  """Mesh axis sizes (xefm_jax/parallel/mesh.py); one -1 takes the remaining devices."""
-  return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+def mesh_config(data: int = 1, fsdp: int = -1, tensor: int = 1, *, dcn_data: int = 1,
+                dcn_fsdp: int = 1, dcn_tensor: int = 1) -> ml_collections.ConfigDict:
+  """Mesh axis sizes (xefm_jax/parallel/mesh.py): data/fsdp/tensor inside one node or
+  slice (one -1 takes the remaining devices of it), dcn.* how many nodes or slices each
+  axis spans over the slow network (MaxText's dcn_*_parallelism); each axis is the
+  product of the two."""
+  return ml_collections.ConfigDict(dict(
+      data=data, fsdp=fsdp, tensor=tensor,
+      dcn=dict(data=dcn_data, fsdp=dcn_fsdp, tensor=dcn_tensor)))
 
 
 def logical_axis_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
@@ -233,7 +239,11 @@ def train_config() -> ml_collections.ConfigDict:
   t.steps = 100_000  # optimizer steps (each one global batch)
   t.log_every = 50  # steps between metric lines (metrics.jsonl, TensorBoard, log)
   t.eval_every = 2_000  # steps between val evaluations (and one at the end); 0: none
-  t.eval_batches = 0  # val batches per evaluation; 0: every full batch of the split
+  # In-loop validation is a bounded check (the full evaluation is launch/eval.py's): at
+  # most this many val batches (0: every full batch of the split; local's whole val split
+  # is 31), and R@1 over at most this many captioned windows
+  t.eval_batches = 32
+  t.eval_retrieval_windows = 2048
   t.ckpt_every = 1_000  # steps between checkpoints (and one at the end, one on SIGTERM)
   t.keep = 3  # checkpoints kept
   t.async_checkpoint = True  # write in the background while training goes on

@@ -1,4 +1,4 @@
-"""Stage 2: ~1.8B parameters, 32 GPUs (FSDP over 32).
+"""Stage 2: ~1.8B parameters, 32 GPUs: 4 nodes x 8 (data 4 across nodes x FSDP 8 inside).
 
 Video 128 px, 4-frame x 16 px tubelets (6 views x 4 x 64 = 1536 tokens): ~1.8K tokens per
 16-frame window.
@@ -30,7 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.attention = "cudnn"
   # head stacks at their 1024 width cap: 8 heads of 128 (flash kernels take head dims <= 128)
   common.set_head_stacks(c.objectives, num_heads=8)
-  c.mesh = common.mesh_config(data=1, fsdp=32, tensor=1)
+  # FSDP inside a node (its per-layer all-gathers and reduce-scatters on NVLink), data
+  # across the 4 nodes (one gradient all-reduce per step on the network)
+  c.mesh = common.mesh_config(data=1, fsdp=8, tensor=1, dcn_data=4)
   # 16 windows per device at once need 91 GiB (launch/aot_check.py, all objectives): two
   # microbatches of 8 keep the global batch of 512
   c.optim.grad_accum = 2

@@ -1,4 +1,5 @@
-"""Stage 3: ~4.7B parameters, 128 GPUs: data 2 x FSDP 32 x tensor 2 (tensor inside a node).
+"""Stage 3: ~4.7B parameters, 128 chips as 2 slices of 64: data 2 across the slices x FSDP 32
+x tensor 2 inside each slice.
 
 Video 160 px, 4-frame x 16 px tubelets (6 views x 4 x 100 = 2400 tokens): ~2.7K tokens per
 16-frame window; full rematerialisation of the fusion layers.
@@ -31,5 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # head stacks at their 1024 width cap: 8 heads of 128 (flash kernels take head dims <= 128)
   common.set_head_stacks(c.objectives, num_heads=8)
   m.fusion.remat_policy = "nothing_saveable"
-  c.mesh = common.mesh_config(data=2, fsdp=32, tensor=2)
+  # two slices (TPU pods, or GPU islands) of 64: FSDP and tensor on the fast links inside
+  # a slice, data across the slices over the data-centre network
+  c.mesh = common.mesh_config(data=1, fsdp=32, tensor=2, dcn_data=2)
   return c

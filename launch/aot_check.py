@@ -51,6 +51,7 @@ from ml_collections import config_flags  # noqa: E402
 from xefm_jax import config_check  # noqa: E402
 from xefm_jax.data import spec as spec_lib  # noqa: E402
 from xefm_jax.objectives import base as objectives_base  # noqa: E402
+from xefm_jax.parallel import collectives  # noqa: E402
 from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from xefm_jax.parallel import report, sharding  # noqa: E402
 from xefm_jax.train import flops as flops_lib  # noqa: E402
@@ -60,6 +61,7 @@ from xefm_jax.train import step as step_lib  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_integer("devices", 8, "Fake CPU devices to compile for (the mesh's size).")
 _BUDGET = flags.DEFINE_float("budget_gib", 64.0, "Memory per device the step must fit in.")
+_HLO_OUT = flags.DEFINE_string("hlo_out", None, "Write the compiled HLO text here.")
 
 GIB = 1024 ** 3
 
@@ -80,6 +82,19 @@ def main(argv):
   seconds = time.perf_counter() - start
   mem = compiled.memory_analysis()
   flops = flops_lib.step_flops(compiled, len(devices))
+  text = compiled.as_text()
+  if _HLO_OUT.value:
+    with open(_HLO_OUT.value, "w") as f:
+      f.write(text)
+  rows = collectives.from_hlo(text, len(devices))
+  granule = mesh_lib.granule_of(mesh, config.mesh)
+  shape = tuple(mesh.shape[a] for a in mesh_lib.MESH_AXES)
+  table, summary = collectives.report(rows, shape, mesh_lib.MESH_AXES, granule)
+  # FSDP's per-layer traffic: all-gathers / reduce-scatters over the fsdp (and tensor)
+  # axes only; they must stay inside a node or slice
+  fsdp_across = sum(1 for r in rows if r.kind in ("all-gather", "reduce-scatter")
+                    and "data" not in collectives.axes_of(r, shape, mesh_lib.MESH_AXES)
+                    and collectives.span(r, granule) > 1)
   # Live at once: arguments + outputs not aliased onto donated arguments + temporaries +
   # code. Donation lets the new state reuse the old one's buffers (alias bytes).
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
@@ -87,7 +102,10 @@ def main(argv):
   fits = peak <= _BUDGET.value * GIB
 
   name = os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"]))
-  print(f"{name}: mesh {dict(mesh.shape)} on {len(devices)} fake CPU devices, "
+  ici, dcn = mesh_lib.ici_shape(config.mesh, len(devices)), mesh_lib.dcn_shape(config.mesh)
+  print(f"{name}: mesh {dict(mesh.shape)} = inside a node/slice "
+        f"{dict(zip(mesh_lib.MESH_AXES, ici))} x across {dict(zip(mesh_lib.MESH_AXES, dcn))} "
+        f"on {len(devices)} fake CPU devices, "
         f"objectives {', '.join(objectives_base.enabled(config))}, global batch "
         f"{config.data.batch_size} x grad_accum {config.optim.grad_accum}")
   print(f"parameters        {params / 1e9:.3f} B")
@@ -99,13 +117,16 @@ def main(argv):
             mem.generated_code_size_in_bytes / GIB))
   print(f"peak per device   {peak / GIB:.2f} GiB of {_BUDGET.value:g} GiB: "
         f"{'fits' if fits else 'DOES NOT FIT'} (XLA:CPU's estimate of the accelerator's)")
+  print(table)
+  print(f"FSDP all-gathers / reduce-scatters that cross a node or slice: {fsdp_across}")
   print(json.dumps({
       "config": name, "devices": len(devices), "mesh": dict(mesh.shape), "params": params,
       "flops_per_step": flops, "argument_bytes": mem.argument_size_in_bytes,
       "output_bytes": mem.output_size_in_bytes, "alias_bytes": mem.alias_size_in_bytes,
       "temp_bytes": mem.temp_size_in_bytes, "code_bytes": mem.generated_code_size_in_bytes,
       "peak_bytes_per_device": peak, "budget_bytes": int(_BUDGET.value * GIB), "fits": fits,
-      "compile_seconds": round(seconds, 1)}))
+      "compile_seconds": round(seconds, 1), "ici": list(ici), "dcn": list(dcn),
+      "collectives": summary, "fsdp_collectives_across_granules": fsdp_across}))
   return 0 if fits else 1
 
 

@@ -185,6 +185,8 @@ def _problems(num_devices=8, **overrides):
     (dict(data__batch_size=16, optim__grad_accum=4), "microbatches splits over the 8"),
     (dict(data__batch_size=12), "the batch splits over the 8"),
     (dict(mesh__tensor=3), "config.mesh:"),
+    (dict(mesh__dcn__data=3), "config.mesh:"),  # 8 devices are not 3 nodes
+    (dict(train__eval_retrieval_windows=-1), "config.train.eval_retrieval_windows"),
     (dict(objectives__forecasting__readout="futrue"), "did you mean 'future'"),
     (dict(model__group_dropout__rate=1.5), "config.model.group_dropout.rate"),
 ])

@@ -10,10 +10,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import common, local
 from xefm_jax.data import spec
+from xefm_jax.objectives import base as objectives_base
+from xefm_jax.objectives.pretrainer import Pretrainer
 from xefm_jax.parallel import init as init_lib
 from xefm_jax.parallel import mesh as mesh_lib
 from xefm_jax.parallel import sharding
-from xefm_jax.train import flops, optimizer
+from xefm_jax.train import flops, loop, optimizer
 from xefm_jax.train import state as state_lib
 from xefm_jax.train import step as step_lib
 
@@ -33,6 +35,7 @@ def _small_config() -> ml_collections.ConfigDict:
 
 def test_nan_guard_skips_the_update_and_counts_it():
   config = _small_config()
+  config.train.log_every = 2  # the parameter norm on steps 2, 4, ... only
   mesh = mesh_lib.make_mesh(common.mesh_config(2, 2, 2))
   rules = sharding.rules_from_config(config)
   window = spec.WindowSpec.from_config(config.data)
@@ -74,6 +77,20 @@ def test_nan_guard_skips_the_update_and_counts_it():
   assert counts and all(int(c) == 2 for c in counts)
   assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(before.params),
                                                        jax.tree.leaves(after.params)))
+  # the parameter norm (a full pass over the parameters) only on the log step
+  assert np.isnan(m1["param_norm"]) and np.isnan(m3["param_norm"])
+  want = np.sqrt(sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(skipped.params)))
+  assert float(m2["param_norm"]) == pytest.approx(want, rel=1e-5)
+
+
+def test_retrieval_at_1_matches_comparing_every_caption_row():
+  rng = np.random.default_rng(0)
+  caption = rng.integers(0, 3, size=(37, 4))[rng.integers(0, 9, size=37)]  # repeats
+  text = rng.normal(size=(37, 8))
+  window = text + 0.8 * rng.normal(size=(37, 8))
+  same = (caption[:, None, :] == caption[None, :, :]).all(-1)
+  want = (same[np.arange(37), np.argmax(text @ window.T, axis=1)].mean(), same.mean())
+  assert loop.retrieval_at_1(text, window, caption, chunk=5) == pytest.approx(want)
 
 
 def test_microbatches_are_strided_and_stay_on_every_device():
@@ -146,3 +163,58 @@ def test_step_flops_count_loop_bodies_by_their_trip_count():
   want = 3 * 4 * 2 * 64 * 128 * 128  # forward + two backward matmuls per layer
   assert flops.step_flops(b, 8) == pytest.approx(want, rel=0.1)
   assert flops.step_flops(a, 8) == pytest.approx(flops.step_flops(b, 8), rel=0.1)
+
+
+@pytest.mark.slow
+def test_eval_step_is_one_pass_with_the_scored_heads_and_agrees_with_the_full_forward():
+  config = local.get_config("tiny")
+  loop.without_corpus(config)
+  window = spec.WindowSpec.from_config(config.data)
+  batch = spec.fake_batch(window, config.data.batch_size, seed=3)
+  pretrainer = Pretrainer(config)
+  target = jax.tree.map(jnp.zeros_like, state_lib.target_shapes(config, batch))
+  params = pretrainer.init({"params": jax.random.key(0), "masking": jax.random.key(1),
+                            "dropout": jax.random.key(2)}, batch, target, train=True)["params"]
+  eval_step = step_lib.make_eval_step(config)
+
+  @jax.jit
+  def both(params, batch):
+    target = step_lib.ema_target(config, params["model"], batch)
+    full = pretrainer.apply({"params": params}, batch, target, train=False)[1]
+    embeddings = pretrainer.apply({"params": params}, batch, method=Pretrainer.predict)
+    return eval_step(params, params["model"], batch), full, embeddings["contrastive"]
+
+  out, full, embeddings = jax.device_get(both(params, batch))
+  unscored = {n for n in config.objectives
+              if not objectives_base.get_objective(n).scored_in_eval}
+  assert unscored and not any(k.split("/")[0] in unscored for k in out["metrics"])
+  for name, value in out["metrics"].items():
+    if name != "loss":
+      assert value == pytest.approx(full[name], rel=1e-4, abs=1e-6), name
+  np.testing.assert_allclose(out["retrieval"]["text"], embeddings["text"], atol=1e-5)
+  np.testing.assert_allclose(out["retrieval"]["window"], embeddings["window"], atol=1e-5)
+
+
+def test_jaxpr_matmul_count_is_forward_plus_the_backward_the_gradient_needs():
+  b, d, h, layers = 4, 8, 16, 3
+
+  def loss(w_in, w_layers, x):  # x is data: its gradient is never formed
+    y = jnp.tanh(x @ w_in)  # (b, h)
+    y, _ = jax.lax.scan(lambda y, w: (jnp.tanh(y @ w), None), y, w_layers)
+    return jnp.sum(y)
+  args = (jnp.ones((d, h)), jnp.ones((layers, h, h)), jnp.ones((b, d)))
+  forward = 2 * b * d * h + layers * 2 * b * h * h
+  assert flops._jaxpr_dot_flops(jax.make_jaxpr(loss)(*args)) == forward
+  # backward: weight gradients of every layer, input gradients of all but the first
+  backward = 2 * b * d * h + layers * 2 * (2 * b * h * h)
+  assert flops._jaxpr_dot_flops(jax.make_jaxpr(jax.value_and_grad(loss, (0, 1)))(*args)) == (
+      forward + backward)
+
+
+def test_model_flops_count_no_rematerialisation_and_grow_with_the_batch():
+  config = local.get_config("tiny")
+  loop.without_corpus(config)
+  base = flops.model_flops(config)
+  config.model.fusion.remat_policy = "nothing_saveable"
+  assert flops.model_flops(config) == base > 0
+  assert flops.model_flops_per_window(config) == base / config.data.batch_size

@@ -104,6 +104,9 @@ def _train(c: _Checks) -> None:
   c.number("train.eval_every", 0, integer=True, fix="give a step count, or 0 for none")
   c.number("train.eval_batches", 0, integer=True,
            fix="give a batch count, or 0 for every full batch of the val split")
+  if "eval_retrieval_windows" in c.config.train:
+    c.number("train.eval_retrieval_windows", 0, integer=True,
+             fix="give a window count, or 0 for every captioned window evaluated")
   c.number("train.ckpt_every", 1, integer=True)
   c.number("train.keep", 1, integer=True)
   c.number("train.ema_decay", 0, 1)
@@ -148,7 +151,9 @@ def _mesh(c: _Checks, num_devices: Optional[int], process_count: int) -> None:
   try:
     shape = dict(zip(mesh_lib.MESH_AXES, mesh_lib.mesh_shape(c.config.mesh, num_devices)))
   except ValueError as e:
-    c.found.append(f"config.mesh: {e}; set --config.mesh.data/fsdp/tensor (one may be -1)")
+    c.found.append(f"config.mesh: {e}; set --config.mesh.data/fsdp/tensor (inside a node "
+                   "or slice; one may be -1) and --config.mesh.dcn.data/fsdp/tensor (nodes or "
+                   "slices each axis spans)")
     return
   rules = {name: axes for name, axes in c.config.logical_axis_rules}
   axes = rules.get(BATCH_LOGICAL_AXIS) or ()

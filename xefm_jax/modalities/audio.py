@@ -26,6 +26,7 @@ import numpy as np
 
 from xefm_jax.data.spec import AUDIO_RATE_HZ
 from xefm_jax.model import encoders
+from xefm_jax.parallel import sharding
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -51,6 +52,18 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, fmin: float, fmax:
   return fb.astype(np.float32)
 
 
+def _per_batch_shard(fn, x: jax.Array) -> jax.Array:
+  """fn on each device's rows of x under the current mesh (`shard_map` over the axes the
+  rules give "activation_batch"); fn(x) outside a mesh. GSPMD does not partition an FFT
+  over its batch: it gathered the whole batch's frames onto every device, across nodes on
+  a hybrid mesh (launch/aot_check.py's collectives)."""
+  shards = sharding.batch_shards()
+  if shards == 1 or x.shape[0] % shards:
+    return fn(x)
+  spec = nn.logical_to_mesh_axes(("activation_batch",), nn.get_logical_axis_rules())
+  return jax.shard_map(fn, in_specs=spec, out_specs=spec)(x)
+
+
 def log_mel_spectrogram(audio: jax.Array, *, n_fft: int, win_length: int, hop_length: int,
                         n_mels: int, fmin: float, fmax: float,
                         sample_rate: int = AUDIO_RATE_HZ) -> jax.Array:
@@ -63,7 +76,8 @@ def log_mel_spectrogram(audio: jax.Array, *, n_fft: int, win_length: int, hop_le
   idx = np.arange(num_frames)[:, None] * hop_length + np.arange(win_length)[None, :]
   window = np.hanning(win_length + 1)[:-1].astype(np.float32)  # periodic Hann
   frames = x[:, idx] * window  # (B, frames, win)
-  power = jnp.square(jnp.abs(jnp.fft.rfft(frames, n=n_fft, axis=-1)))  # (B, frames, F)
+  power = _per_batch_shard(  # (B, frames, F)
+      lambda f: jnp.square(jnp.abs(jnp.fft.rfft(f, n=n_fft, axis=-1))), frames)
   mel = power @ mel_filterbank(n_fft, n_mels, sample_rate, fmin, fmax)  # (B, frames, n_mels)
   return jnp.log(mel + 1e-6)
 

@@ -65,10 +65,13 @@ class Pretrainer(nn.Module):
   def __call__(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput] = None, *,
                train: bool = True) -> tuple[Array, dict[str, Array]]:
     """Weighted sum of the enabled objectives' losses, and every metric (fp32 scalars)."""
-    ctx = self._forward(batch, target, train)
+    return self._losses(self._forward(batch, target, train), self.heads, train)
+
+  def _losses(self, ctx: base.Context, heads: Mapping[str, base.Objective], train: bool
+              ) -> tuple[Array, dict[str, Array]]:
     total = jnp.zeros((), jnp.float32)
     metrics: dict[str, Array] = {}
-    for name, head in self.heads.items():
+    for name, head in heads.items():
       loss, m = head(ctx, train=train)
       loss = loss.astype(jnp.float32)
       total = total + self.config.objectives[name].weight * loss
@@ -76,6 +79,17 @@ class Pretrainer(nn.Module):
       metrics.update({f"{name}/{k}": v.astype(jnp.float32) for k, v in m.items()})
     metrics["loss"] = total
     return total, metrics
+
+  def evaluate(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput] = None, *,
+               predict: tuple[str, ...] = ()) -> tuple[tuple[Array, dict[str, Array]],
+                                                      dict[str, Any]]:
+    """One deterministic forward pass for validation: ((loss, metrics) of the objectives
+    scored in evaluation, {name: head.predict} of the heads named in `predict`). The
+    objectives not scored in evaluation (their loss needs training-only inputs) are not
+    run at all, and the predictions reuse the same pass."""
+    ctx = self._forward(batch, target, train=False)
+    scored = {n: h for n, h in self.heads.items() if base.get_objective(n).scored_in_eval}
+    return self._losses(ctx, scored, False), {n: self.heads[n].predict(ctx) for n in predict}
 
   def predict(self, batch: Mapping[str, Any]) -> dict[str, Any]:
     """Deterministic pass: the trunk's output and every head's predictions (evaluation)."""

@@ -1,11 +1,20 @@
-"""FLOPs of a compiled step, peak FLOP/s per device, and MFU (Levanter's honest accounting).
+"""FLOPs of a step, two ways, peak FLOP/s per device, and the utilisations.
 
-    MFU = FLOPs per step / step time / (peak FLOP/s per device x devices)
+    MFU = model FLOPs per step / step time / (peak FLOP/s per device x devices)
+    HFU = hardware FLOPs per step / step time / (the same peak)
 
-FLOPs per step come from XLA's cost analysis of the COMPILED step: what the program that
-runs executes, rematerialisation included (so this is MFU against the hardware's work, what
-MaxText calls "TFLOP/s per device", not a 6ND model estimate). Two corrections make it
-honest:
+Model FLOPs (`model_flops`, PaLM's definition: what the model needs, whatever the program
+does): every matrix multiplication of one training forward pass of the Pretrainer (trunk,
+side passes, heads; attention's QK^T and AV included, as PaLM's attention term), counted
+from the jaxpr traced at the config's shapes, times 3 (forward, and a backward of twice
+the forward: gradients of activations and of weights), plus the EMA target's forward once
+(no backward). Rematerialisation, the optimizer and elementwise work are not counted; a
+frozen tower is counted as if trained (an overcount of at most a third of its FLOPs).
+
+Hardware FLOPs (`step_flops`) come from XLA's cost analysis of the COMPILED step: what the
+program that runs executes, rematerialisation included (MaxText's "TFLOP/s per device").
+HFU >= MFU; their ratio shows what remat and everything beside the matmuls cost.
+Two corrections make the hardware count honest:
   * `cost_analysis()` of an SPMD program describes one device's partition: it is
     multiplied by the number of devices.
   * XLA counts a while loop's body once, whatever its trip count, so a step that scans
@@ -219,5 +228,104 @@ def step_flops(compiled: Any, num_devices: int) -> float:
 
 
 def mfu(flops_per_step: float, seconds_per_step: float, peak_: Peak) -> float:
-  """Model FLOPs utilisation: achieved FLOP/s over the devices' peak."""
+  """Utilisation: FLOPs per step over step time, over the devices' peak (MFU with
+  `model_flops`, HFU with `step_flops`)."""
   return flops_per_step / seconds_per_step / peak_.total
+
+
+# ------------------------------------------------------------------- model FLOPs (PaLM)
+
+
+def _jaxpr_dot_flops(jaxpr: Any) -> float:
+  """Matmul FLOPs of a (closed) jaxpr: 2 x output size x contracted size per dot_general,
+  sub-jaxprs included (scan bodies times their length, the costliest branch of a cond)."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      out = eqn.outvars[0].aval.shape
+      total += 2.0 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
+      continue
+    if name == "cond":
+      total += max(_jaxpr_dot_flops(b) for b in eqn.params["branches"])
+      continue
+    times = eqn.params.get("length", 1) if name == "scan" else 1
+    for value in eqn.params.values():
+      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+          total += times * _jaxpr_dot_flops(sub)
+  return total
+
+
+def _without_remat(config: Any) -> Any:
+  """A copy of the config with every stack's remat_policy "none"."""
+  config = config.copy_and_resolve_references()
+
+  def walk(node):
+    for key in list(node.keys()):
+      if key == "remat_policy":
+        node[key] = "none"
+      elif hasattr(node[key], "keys"):
+        walk(node[key])
+  walk(config)
+  return config
+
+
+def model_flops(config: Any, batch_size: Optional[int] = None) -> float:
+  """Model FLOPs of one training step on a global batch of `batch_size` windows (default
+  config.data.batch_size): the matmul FLOPs of the loss and its gradient with respect to
+  the trained parameters, rematerialisation off, the EMA target's forward included (as the
+  train step computes them). Traced at abstract shapes (nothing is allocated or compiled);
+  the config must have its label sizes and hand statistics (a run's, or
+  `loop.without_corpus`)."""
+  # the model's imports stay out of launchers that only need the peaks
+  import flax.linen as nn
+  from xefm_jax.data import spec as spec_lib
+  from xefm_jax.model.xefm import XEFM
+  from xefm_jax.objectives.pretrainer import Pretrainer
+  from xefm_jax.parallel import init as init_lib
+  from xefm_jax.train import optimizer
+
+  config = _without_remat(config)
+  batch = init_lib.abstract_window_batch(spec_lib.WindowSpec.from_config(config.data),
+                                         int(batch_size or config.data.batch_size))
+  pretrainer = Pretrainer(config)
+  model = XEFM(config.model)
+
+  def zeros(tree):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+  target = None
+  if pretrainer.needs_target:
+    target = jax.eval_shape(
+        lambda b: model.init_with_output(jax.random.key(0), b, method=XEFM.encode_next)[0],
+        batch)
+  keys = {"params": jax.random.key(0), "masking": jax.random.key(1),
+          "dropout": jax.random.key(2)}
+  params = jax.eval_shape(lambda: nn.unbox(pretrainer.init(
+      keys, zeros(batch), None if target is None else zeros(target), train=True))["params"])
+  frozen = jax.tree.leaves(optimizer.frozen_mask(params, config.optim))
+  leaves, treedef = jax.tree.flatten(params)
+
+  def loss(trained, fixed, batch):
+    it_t, it_f = iter(trained), iter(fixed)
+    full = jax.tree.unflatten(treedef, [next(it_f) if f else next(it_t) for f in frozen])
+    full = jax.tree.unflatten(treedef, [jax.lax.stop_gradient(x) if f else x
+                                        for x, f in zip(jax.tree.leaves(full), frozen)])
+    tgt = None
+    if target is not None:
+      tgt = jax.lax.stop_gradient(model.apply({"params": full["model"]}, batch,
+                                              method=XEFM.encode_next))
+    rngs = {"masking": jax.random.key(1), "dropout": jax.random.key(2)}
+    return pretrainer.apply({"params": full}, batch, tgt, train=True, rngs=rngs)[0]
+  trained = [x for x, f in zip(leaves, frozen) if not f]
+  fixed = [x for x, f in zip(leaves, frozen) if f]
+  return _jaxpr_dot_flops(jax.make_jaxpr(jax.value_and_grad(loss))(trained, fixed, batch))
+
+
+def model_flops_per_window(config: Any) -> float:
+  """Model FLOPs of training on one window (`model_flops` of the config's batch / its
+  size): the number a size ladder multiplies by windows seen."""
+  return model_flops(config) / int(config.data.batch_size)

@@ -97,27 +97,35 @@ def _duration(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s")
 
 
-def retrieval_at_1(text: np.ndarray, window: np.ndarray, caption: np.ndarray
-                   ) -> tuple[float, float]:
+def retrieval_at_1(text: np.ndarray, window: np.ndarray, caption: np.ndarray,
+                   chunk: int = 1024) -> tuple[float, float]:
   """Text-to-window R@1 and its chance level over N windows with their captions.
 
   text, window: (N, D) normalised embeddings, row i of both from window i; caption: (N, L)
   token ids. Consecutive windows of one action share a caption word for word, so a query
   is answered correctly by ANY window carrying its caption (matching row i alone would cap
   R@1 at 1 / copies). Chance: the mean share of windows that carry the query's caption.
+  Captions are compared as ids of distinct rows and similarities in blocks of `chunk`
+  queries, so memory is O(N x chunk), never the N x N x L of comparing token rows.
   """
-  similarity = text @ window.T  # (N, N)
-  same = (caption[:, None, :] == caption[None, :, :]).all(-1)  # (N, N) same caption
-  hits = same[np.arange(len(text)), np.argmax(similarity, axis=1)]
-  return float(hits.mean()), float(same.mean())
+  _, ids, counts = np.unique(caption, axis=0, return_inverse=True, return_counts=True)
+  ids = ids.reshape(-1)
+  best = np.concatenate([np.argmax(text[i:i + chunk] @ window.T, axis=1)
+                         for i in range(0, len(text), chunk)])
+  hits = ids[best] == ids
+  return float(hits.mean()), float((counts[ids] / len(ids)).mean())
 
 
 def evaluate(config: ml_collections.ConfigDict, corpus: source_lib.Corpus, eval_step: Any,
              state: state_lib.TrainState, batch_sharding: NamedSharding
              ) -> dict[str, float]:
-  """Mean val losses over full batches of the val split (every process runs the same number
-  of batches; objectives not scored in evaluation, e.g. masked modeling, left out), and text-to-window R@1 over the val windows that have a caption when the
-  contrastive objective is enabled (see `retrieval_at_1`)."""
+  """In-loop validation, bounded: mean val losses over the first config.train.eval_batches
+  full batches of the val split (0: all of them; every process runs the same number; the
+  objectives not scored in evaluation are not run), and text-to-window R@1 over the first
+  config.train.eval_retrieval_windows val windows that have a caption when the contrastive
+  objective is enabled (see `retrieval_at_1`). The val stream's order is fixed (seed 0,
+  no shuffling), so every evaluation of a run sees the same windows. The full evaluation is
+  launch/eval.py's."""
   window = corpus.window_spec(config.data)
   try:
     windows = len(source_lib.WindowSource(corpus, "val", window, config.data.window_stride,
@@ -132,29 +140,29 @@ def evaluate(config: ml_collections.ConfigDict, corpus: source_lib.Corpus, eval_
     log("evaluation skipped: %d val windows make no full batch of %d", windows,
         config.data.batch_size)
     return {}
+  cap = int(config.train.get("eval_retrieval_windows", 0) or 0) or None
   data = pipeline.make_dataset(corpus, "val", config.data, train=False, seed=0)
   sums: dict[str, float] = {}
-  text, emb, caption = [], [], []
+  text, emb, caption, kept = [], [], [], 0
   for local in itertools.islice(data, batches):
-    out = jax.device_get(eval_step(state.params, state.ema,
-                                   pipeline.make_global_batch(local, batch_sharding)))
-    for name, value in out["metrics"].items():
+    out = eval_step(state.params, state.ema, pipeline.make_global_batch(local, batch_sharding))
+    for name, value in jax.device_get(out["metrics"]).items():
       sums[name] = sums.get(name, 0.0) + float(value)
-    if "retrieval" in out:
-      valid = out["retrieval"]["caption_valid"]
-      text.append(out["retrieval"]["text"][valid])
-      emb.append(out["retrieval"]["window"][valid])
-      caption.append(out["retrieval"]["caption"][valid])
-  unscored = [n for n in objectives_base.enabled(config)
-              if not objectives_base.get_objective(n).scored_in_eval]
-  result = {f"val/{name}": value / batches for name, value in sums.items()
-            if name.split("/")[0] not in unscored}
+    if "retrieval" in out and (cap is None or kept < cap):
+      r = jax.device_get(out["retrieval"])
+      valid = r["caption_valid"]
+      take = slice(None) if cap is None else slice(0, cap - kept)
+      text.append(r["text"][valid][take])
+      emb.append(r["window"][valid][take])
+      caption.append(r["caption"][valid][take])
+      kept += len(text[-1])
+  result = {f"val/{name}": value / batches for name, value in sums.items()}
   if "contrastive" not in objectives_base.enabled(config):
     log("val R@1 skipped: the contrastive objective is not enabled")
-  elif sum(len(t) for t in text):
+  elif kept:
     result["val/retrieval_r1"], result["val/retrieval_r1_chance"] = retrieval_at_1(
         np.concatenate(text), np.concatenate(emb), np.concatenate(caption))
-    result["val/retrieval_windows"] = float(sum(len(t) for t in text))
+    result["val/retrieval_windows"] = float(kept)
   return result
 
 
@@ -207,10 +215,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), plan.shardings,
                                      batch_shardings)
   step_flops = flops_lib.step_flops(train_step, jax.device_count())
+  model_flops = flops_lib.model_flops(config)
   peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype),
                         per_device=float(cfg.peak_flops_per_device))
-  log("train step traced in %.1f s, compiled in %.1f s: %.3g GFLOP per step; MFU against "
-      "%s (%.1f s)", t1 - t0, t2 - t1, step_flops / 1e9, peak.describe(),
+  log("train step traced in %.1f s, compiled in %.1f s: %.3g GFLOP per step of the model "
+      "(MFU), %.3g executed (HFU, the compiled cost analysis); against %s (%.1f s)",
+      t1 - t0, t2 - t1, model_flops / 1e9, step_flops / 1e9, peak.describe(),
       time.perf_counter() - t2)
 
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
@@ -237,17 +247,21 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
 
       if done % cfg.log_every == 0 or done == cfg.steps or done == start + 1:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(metrics.get("param_norm", 0.0)):
+          del metrics["param_norm"]  # computed on the step's log_every multiples only
         elapsed = time.perf_counter() - last_time
         seconds_per_step = elapsed / since
         metrics.update(steps_per_s=1.0 / seconds_per_step, data_wait_s=data_wait / since,
-                       mfu=flops_lib.mfu(step_flops, seconds_per_step, peak),
+                       mfu=flops_lib.mfu(model_flops, seconds_per_step, peak),
+                       hfu=flops_lib.mfu(step_flops, seconds_per_step, peak),
                        eta_s=(cfg.steps - done) * seconds_per_step)
         writer.write(done, metrics)
         losses = " ".join(f"{k} {metrics[k]:.4g}" for k in
                           ["loss"] + [f"{n}/loss" for n in objectives_base.enabled(config)])
-        log("step %d/%d | %s | lr %.3g | grad %.3g | %.2f steps/s | MFU %.1f%% | data "
-            "%.3f s/step | skipped %d | ETA %s", done, cfg.steps, losses, metrics["lr"],
+        log("step %d/%d | %s | lr %.3g | grad %.3g | %.2f steps/s | MFU %.1f%% HFU %.1f%% | "
+            "data %.3f s/step | skipped %d | ETA %s", done, cfg.steps, losses, metrics["lr"],
             metrics["grad_norm"], metrics["steps_per_s"], 100 * metrics["mfu"],
+            100 * metrics["hfu"],
             metrics["data_wait_s"], metrics["skipped_total"], _duration(metrics["eta_s"]))
         last_time, data_wait, since = time.perf_counter(), 0.0, 0
 

@@ -90,6 +90,7 @@ def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransfo
   needs_target = pretrainer.needs_target
   k = int(config.optim.grad_accum)
   decay = float(config.train.ema_decay)
+  log_every, total_steps = max(int(config.train.log_every), 1), int(config.train.steps)
   impl = config.train.rng_impl
   treedef = jax.tree.structure(shardings.params)
   frozen = jax.tree.leaves(optimizer.frozen_mask(shardings.params, config.optim))
@@ -133,26 +134,38 @@ def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransfo
     grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grads, trained)
     return full(grads), jax.tree.map(lambda m: m / k, metrics)
 
+  def update(old: tuple[PyTree, PyTree, PyTree], grads: PyTree
+             ) -> tuple[PyTree, PyTree, PyTree]:
+    params, opt_state, ema = old
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params["model"])
+    return params, opt_state, ema
+
   def train_step(state: TrainState, batch: PyTree) -> tuple[TrainState, Metrics]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=impl), state.step)
     grads, metrics = gradients(state.params, state.ema, batch, key)
+    # The guard reads the loss and the gradients only (one reduction over the gradients,
+    # the norm that clipping needs anyway); a non-finite step runs no update at all (the
+    # branch not taken is not executed), so no select pass over parameters, optimizer
+    # state and EMA is paid on the steps that are fine.
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, params["model"])
-
-    def guard(new, old):  # keep the old values where the step is not finite
-      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state, ema = jax.lax.cond(
+        finite, update, lambda old, _: old, (state.params, state.opt_state, state.ema), grads)
     skipped = (~finite).astype(jnp.int32)
-    new_state = state.replace(
-        step=state.step + 1, params=guard(params, state.params),
-        opt_state=guard(opt_state, state.opt_state), ema=guard(ema, state.ema),
-        skipped=state.skipped + skipped)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema=ema, skipped=state.skipped + skipped)
+    # The parameter norm is a full pass over the parameters: only on the steps the loop
+    # logs at every log_every (NaN elsewhere; the loop drops it there)
+    done = state.step + 1
+    log_step = (done % log_every == 0) | (done == total_steps)
+    param_norm = jax.lax.cond(log_step, optax.tree.norm,
+                              lambda _: jnp.full((), jnp.nan, jnp.float32), params)
     metrics = dict(metrics)
     metrics.update(
         lr=lr(state.step - state.skipped),  # the rate this update used (optax's own count)
-        grad_norm=grad_norm, param_norm=optax.tree.norm(new_state.params),
+        grad_norm=grad_norm, param_norm=param_norm,
         skipped=skipped.astype(jnp.float32), skipped_total=new_state.skipped)
     return new_state, metrics
 
@@ -169,25 +182,25 @@ def jit_train_step(step_fn: Callable, shardings: TrainState, batch_shardings: Py
 
 
 def make_eval_step(config: ml_collections.ConfigDict) -> Callable[..., dict[str, Any]]:
-  """(params, ema, batch) -> {"metrics": val losses and metrics (no dropout, no masking;
-  the EMA target as in training), "retrieval": {text, window, caption, caption_valid} or
-  absent}.
+  """(params, ema, batch) -> {"metrics": val losses and metrics of the objectives scored in
+  evaluation (no dropout, no masking; the EMA target as in training), "retrieval": {text,
+  window, caption, caption_valid} or absent}.
 
-  The retrieval embeddings are the contrastive objective's `predict` outputs (normalised),
-  present only when it is enabled.
+  One forward pass of the trunk (`Pretrainer.evaluate`): the objectives not scored in
+  evaluation are not run, and the retrieval embeddings (the contrastive objective's
+  `predict` outputs, normalised; only when it is enabled) come from the same pass.
   """
   pretrainer = Pretrainer(config)
-  needs_target = pretrainer.needs_target
-  with_retrieval = "contrastive" in objectives_base.enabled(config)
-
-  def both(module, batch, target):
-    loss_metrics = module(batch, target, train=False)
-    return loss_metrics, (module.predict(batch) if with_retrieval else None)
+  scored = [n for n in objectives_base.enabled(config)
+            if objectives_base.get_objective(n).scored_in_eval]
+  needs_target = any(objectives_base.get_objective(n).needs_target for n in scored)
+  with_retrieval = "contrastive" in scored
 
   def eval_step(params, ema, batch):
     target = ema_target(config, ema, batch) if needs_target else None
-    (_, metrics), predictions = pretrainer.apply({"params": params}, batch, target,
-                                                 method=both)
+    (_, metrics), predictions = pretrainer.apply(
+        {"params": params}, batch, target, predict=("contrastive",) if with_retrieval else (),
+        method=Pretrainer.evaluate)
     out: dict[str, Any] = {"metrics": metrics}
     if with_retrieval:
       p = predictions["contrastive"]
