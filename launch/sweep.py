@@ -24,7 +24,9 @@ config's, capped at a tenth of the point's steps; the cosine decays to each poin
 Resumable: a finished point has SWEEP/<point>/point.json (written atomically, last) and is
 skipped; a killed point resumes from its latest Orbax checkpoint (launch/train.py does that
 in its workdir). A failed point is recorded in SWEEP/status.json with its log tail and the
-sweep goes on (run the same command again to retry it). SIGTERM/SIGINT to the sweep reach
+sweep goes on (run the same command again to retry it). A point is trained under an
+exclusive lock (SWEEP/<point>/.lock), so several sweep processes on one sweep dir share the
+points out (on a machine with idle cores, start the same command twice). SIGTERM/SIGINT to the sweep reach
 the running point, which saves a checkpoint and exits; the sweep then stops.
 
 The sweep's definition is SWEEP/sweep.json (written by the first run; a --point_index task
@@ -34,8 +36,8 @@ point per array task.
 
 from __future__ import annotations
 
+import fcntl
 import json
-import math
 import os
 import pathlib
 import signal
@@ -71,6 +73,7 @@ SWEEP_FILE = "sweep.json"
 STATUS_FILE = "status.json"
 POINT_FILE = "point.json"  # a point's completion mark, written last and atomically
 LOG = "train.log"
+LOCK = ".lock"  # held by the sweep process training the point
 
 
 def write_json_atomic(path: pathlib.Path, obj: Any) -> None:
@@ -260,6 +263,17 @@ class Runner:
     if done.exists():
       return {"state": "done", "skipped": True}
     workdir.mkdir(parents=True, exist_ok=True)
+    lock = open(workdir / LOCK, "w")  # closed (and so released) when this returns or dies
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return {"state": "busy"}  # another sweep process trains it
+    with lock:
+      return self._train(sweep, point, workdir, shards)
+
+  def _train(self, sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.Path,
+             shards: str) -> dict[str, Any]:
+    done = workdir / POINT_FILE
     cmd = train_command(sweep, point, workdir, shards)
     print(f"sweep: {point['name']}: {point['steps']} steps, {point['compute']:.3g} FLOPs",
           flush=True)
@@ -317,6 +331,19 @@ def stage_compute(spec: str) -> dict[str, Any]:
           "steps": steps, "compute": per_window * windows * steps}
 
 
+def collect_status(sweep_dir: pathlib.Path, sweep: dict[str, Any]) -> dict[str, Any]:
+  """SWEEP/status.json: every point's last result (SWEEP/<point>/status.json, written by
+  whichever sweep process or array task ran it), in the sweep's order; rewritten whole, so
+  concurrent writers all leave the union."""
+  status = {}
+  for p in sweep["points"]:
+    path = sweep_dir / p["name"] / STATUS_FILE
+    if path.exists():
+      status[p["name"]] = json.loads(path.read_text())
+  write_json_atomic(sweep_dir / STATUS_FILE, status)
+  return status
+
+
 def main(argv):
   del argv
   sweep_dir = pathlib.Path(_SWEEP_DIR.value)
@@ -334,18 +361,15 @@ def main(argv):
   if _POINT_INDEX.value is not None:
     points = [points[_POINT_INDEX.value]]
   runner = Runner()
-  status_path = sweep_dir / STATUS_FILE
-  status = json.loads(status_path.read_text()) if status_path.exists() else {}
+  status: dict[str, Any] = {}
   for point in points:
     if runner.stopping:
       break
     result = runner.run(sweep, point, sweep_dir, shards)
     print(f"sweep: {point['name']}: {result['state']}", flush=True)
-    if _POINT_INDEX.value is None:  # array tasks leave the shared status file alone
-      status[point["name"]] = result
-      write_json_atomic(status_path, status)
-    elif result["state"] == "failed":
+    if result["state"] != "busy":
       write_json_atomic(sweep_dir / point["name"] / STATUS_FILE, result)
+    status = collect_status(sweep_dir, sweep)
   failed = [n for n, r in status.items() if r["state"] == "failed"]
   if failed:
     print(f"sweep: failed points: {', '.join(failed)} (logs in {STATUS_FILE})", flush=True)
