@@ -331,6 +331,22 @@ def stage_compute(spec: str) -> dict[str, Any]:
           "steps": steps, "compute": per_window * windows * steps}
 
 
+def cached_stage_compute(sweep_dir: pathlib.Path, spec: str) -> dict[str, Any]:
+  """stage_compute, kept in SWEEP/stages.json under a hash of the configs/ sources (tracing
+  a 7B model's step takes minutes on a loaded CPU; a config edit recomputes it)."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for path in sorted((ROOT / "configs").glob("*.py")) + [ROOT / spec.partition(":")[0]]:
+    digest.update(path.read_bytes())
+  key = f"{spec}@{digest.hexdigest()[:16]}"
+  path = sweep_dir / "stages.json"
+  cache = json.loads(path.read_text()) if path.exists() else {}
+  if key not in cache:
+    cache[key] = stage_compute(spec)
+    write_json_atomic(path, cache)
+  return cache[key]
+
+
 def collect_status(sweep_dir: pathlib.Path, sweep: dict[str, Any]) -> dict[str, Any]:
   """SWEEP/status.json: every point's last result (SWEEP/<point>/status.json, written by
   whichever sweep process or array task ran it), in the sweep's order; rewritten whole, so
@@ -349,7 +365,8 @@ def main(argv):
   sweep_dir = pathlib.Path(_SWEEP_DIR.value)
   if _REPORT.value:
     from xefm_jax.eval import scaling_report  # pylint: disable=g-import-not-at-top
-    scaling_report.write(sweep_dir, [stage_compute(s) for s in _STAGES.value])
+    scaling_report.write(sweep_dir, [cached_stage_compute(sweep_dir, s)
+                                     for s in _STAGES.value])
     return
   sweep = load_or_plan(sweep_dir)
   shards = shared_corpus(sweep_dir, sweep)

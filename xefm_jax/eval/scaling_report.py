@@ -243,8 +243,9 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
             f"Val loss at step {ft['step']} ({ft['tokens']:,} tokens) of each size's "
             "shortest run that reached it (mid-schedule for runs longer than that): "
             + ", ".join(f"{v} {l:.4f}" for v, l in ft["loss"].items()) + ".",
-            f"L(N) = a N^-b (+ e), N the backbone's parameters (the objective heads' are "
-            f"mostly size-independent tables): {_interval(ft['fit'])}.", "",
+            f"L(N) = a N^-b (+ e), N the backbone's parameters (modality encoders and "
+            f"fusion; the objective heads left out, as LM laws leave out embeddings): "
+            f"{_interval(ft['fit'])}.", "",
             "## Compute-optimal size per budget", "",
             "| budget | best size | backbone params | val loss | note |", "|---:|---|---:|---:|---|"]
   for o in result["compute_optimal"]:
