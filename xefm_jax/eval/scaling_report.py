@@ -2,11 +2,12 @@
 points of launch/sweep.py (each SWEEP/<point>/point.json), fitted with eval/scaling.py.
 
 What it fits, and on what:
-  * L(C): val loss against model FLOPs on the compute-efficient frontier (the points with a
-    lower loss than any point of less compute), with bootstrap intervals on the exponent;
+  * L(C): val loss against model FLOPs on the compute-efficient envelope of every run's
+    evaluations (the (compute so far, loss) pairs with a lower loss than any of less
+    compute; Kaplan et al.'s and Chinchilla's approach 1), bootstrap intervals on the exponent;
     an irreducible term only where the data support it (scaling.choose_fit).
   * L(N) at fixed tokens: every size's val loss at the sweep's common evaluation step
-    (`eval_every`, the same tokens for every size), against trained parameters. Longer
+    (`eval_every`, the same tokens for every size), against backbone parameters. Longer
     runs are then mid-schedule (their cosine has not decayed), which favours no size in
     particular but is not a fully trained loss: the table says so.
   * Compute-optimal size per budget: the size with the lowest val loss at each budget;
@@ -63,18 +64,23 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
   # the corpus' val split logs 0)
   objectives = sorted({k for p in points for k, v in p["val"].items()
                        if k.endswith("loss") and v > 0})
-  compute = [p["compute"] for p in points]
-  loss = [p["val"]["val/loss"] for p in points]
-  frontier = scaling.pareto_frontier(compute, loss)
-  law = _fit([compute[i] for i in frontier], [loss[i] for i in frontier])
+  # every evaluation of every run: (point, step, compute so far, val metrics)
+  evals = [(p, int(step), int(step) * p["compute"] / p["steps"], vals)
+           for p in points for step, vals in p["val_by_step"].items()]
+
+  def envelope(key: str) -> list[tuple[float, float, str, int]]:
+    rows = [(c, v[key], p["name"], step) for p, step, c, v in evals if v.get(key, 0) > 0]
+    return [rows[i] for i in scaling.pareto_frontier([r[0] for r in rows],
+                                                     [r[1] for r in rows])]
+  frontier = envelope("val/loss")
+  law = _fit([r[0] for r in frontier], [r[1] for r in frontier])
   per_objective = {}
   for key in objectives:
-    if key == "val/loss":
-      continue
-    rows = [(p["compute"], p["val"][key]) for p in points if p["val"].get(key, 0) > 0]
-    if rows:
-      idx = scaling.pareto_frontier([r[0] for r in rows], [r[1] for r in rows])
-      per_objective[key] = _public(_fit([rows[i][0] for i in idx], [rows[i][1] for i in idx]))
+    if key != "val/loss":
+      rows = envelope(key)
+      per_objective[key] = _public(_fit([r[0] for r in rows], [r[1] for r in rows]))
+  final = scaling.pareto_frontier([p["compute"] for p in points],
+                                  [p["val"]["val/loss"] for p in points])
 
   # loss vs parameters at the common evaluation step (fixed tokens)
   step = str(sweep["eval_every"])
@@ -109,8 +115,10 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
   if law is not None:
     for s in stages:
       extrapolation.append(dict(s, **law["_boot"].predict(s["compute"])))
-  return {"points": points, "objectives": objectives, "frontier": [points[i]["name"]
-                                                                   for i in frontier],
+  return {"points": points, "objectives": objectives,
+          "frontier": [points[i]["name"] for i in final],
+          "envelope": [{"compute": c, "loss": l, "point": n, "step": st}
+                       for c, l, n, st in frontier],
           "loss_vs_compute": law, "per_objective": per_objective,
           "fixed_tokens": {"step": int(step), "tokens": int(step) * next(
               iter(sizes.values()))["tokens_per_step"], "loss": at_step, "fit": n_law},
@@ -139,11 +147,17 @@ def _plots(sweep_dir: pathlib.Path, sweep: dict[str, Any], result: dict[str, Any
   for v in sweep["variants"]:
     rows = sorted((p for p in points if p["variant"] == v), key=lambda p: p["compute"])
     if rows:
-      ax.plot([p["compute"] for p in rows], [p["val"]["val/loss"] for p in rows], "o-",
-              label=f"{v} ({sweep['sizes'][v]['params_backbone'] / 1e6:.2f}M backbone)")
-  front = [p for p in points if p["name"] in result["frontier"]]
-  ax.plot([p["compute"] for p in front], [p["val"]["val/loss"] for p in front], "k*",
-          ms=11, label="frontier", zorder=5)
+      line, = ax.plot([p["compute"] for p in rows], [p["val"]["val/loss"] for p in rows],
+                      "o-", label=f"{v} ({sweep['sizes'][v]['params_backbone'] / 1e6:.2f}M "
+                      "backbone)")
+      for p in rows:  # each run's intermediate evaluations, faint
+        steps = sorted(int(k) for k in p["val_by_step"])
+        ax.plot([k * p["compute"] / p["steps"] for k in steps],
+                [p["val_by_step"][str(k)]["val/loss"] for k in steps], ":",
+                color=line.get_color(), alpha=0.4)
+  env = result["envelope"]
+  ax.plot([e["compute"] for e in env], [e["loss"] for e in env], "k*", ms=9,
+          label="envelope (fitted)", zorder=5)
   if law is not None:
     xs = np.geomspace(law["x_range"][0], law["x_range"][1], 50)
     ax.plot(xs, law["_boot"].law(xs), "k--",
@@ -155,8 +169,8 @@ def _plots(sweep_dir: pathlib.Path, sweep: dict[str, Any], result: dict[str, Any
 
   if law is not None and result["extrapolation"]:
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.plot([p["compute"] for p in front], [p["val"]["val/loss"] for p in front], "k*", ms=10,
-            label="frontier (fitted)")
+    ax.plot([e["compute"] for e in env], [e["loss"] for e in env], "k*", ms=9,
+            label="envelope (fitted)")
     hi = max(e["compute"] for e in result["extrapolation"])
     xs = np.geomspace(law["x_range"][0], hi, 100)
     preds = [law["_boot"].predict(x) for x in xs]
@@ -206,7 +220,8 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
   lines = ["# Scaling sweep", "",
            f"Config `{sweep['config']}`, sizes {', '.join(sweep['variants'])}, budgets "
            f"{', '.join(f'{b:.3g}' for b in sweep['budgets'])} model FLOPs; "
-           f"{len(points)} of {len(sweep['points'])} points finished.", "",
+           f"{len(points)} of {len(sweep['points'])} points finished. Overrides of every "
+           "point: " + (", ".join(f"`{x}`" for x in sweep["set"]) or "none") + ".", "",
            "Compute = steps x model FLOPs per window (forward + backward, 3 x forward "
            "matmuls: PaLM's 6ND with attention) x windows per step. Val loss: the weighted "
            f"sum of the objectives on {sweep['eval_batches']} val batches (as the trainer "
@@ -228,14 +243,22 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
                  f"{p['val']['val/loss']:.4f} | "
                  + " | ".join(f"{p['val'].get(o, float('nan')):.4f}" for o in objectives)
                  + f" | {p['wall_s']:.0f} |")
-  lines += ["", "`*`: on the compute-efficient frontier.", "",
+  lines += ["", "`*`: on the compute-efficient frontier of the finished runs.", "",
             "## Loss vs compute", "",
-            f"L(C) = a C^-b (+ e) on the frontier: {_interval(law)}."]
+            "Fitted on the envelope of every evaluation of every run (each run evaluates "
+            f"every {sweep['eval_every']} steps and at its end; compute so far = steps so far "
+            "x its FLOPs per step): the (compute, val loss) pairs with a lower loss than any "
+            "of less compute, as in Kaplan et al. and Chinchilla's approach 1. A run's "
+            "intermediate evaluations are mid-schedule (its cosine not yet decayed), so the "
+            "envelope is an upper bound on the loss reachable at that compute.", "",
+            f"L(C) = a C^-b (+ e): {_interval(law)}.", "",
+            "Envelope points: " + ", ".join(f"{e['point']}@{e['step']}"
+                                             for e in result["envelope"]) + "."]
   if law is not None:
     lines.append(f"Fitted on compute {law['x_range'][0]:.3g} .. {law['x_range'][1]:.3g} "
                  "FLOPs; outside it the law is an extrapolation.")
   if result["per_objective"]:
-    lines += ["", "Per objective (each on its own frontier):", ""]
+    lines += ["", "Per objective (each on its own envelope):", ""]
     for key, fit in result["per_objective"].items():
       lines.append(f"- {key}: {_interval(fit)}")
   ft = result["fixed_tokens"]
@@ -264,7 +287,9 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
               "Compute = model FLOPs per window x windows per step x train.steps as the "
               "configs say. A power law fitted on a few CPU-scale points and "
               "carried many orders of magnitude further is a hypothesis, not a forecast: "
-              "the interval covers only the bootstrap's uncertainty, not a change of regime.",
+              "the interval covers only the bootstrap's uncertainty, not a change of regime. "
+              "The predicted loss is the sweep's val loss (the objectives its points "
+              "trained); a stage's compute counts every objective its config enables.",
               "", "| config | GFLOP / window | windows x steps | compute | x beyond fit | "
               "predicted val loss | 95% interval |", "|---|---:|---:|---:|---:|---:|---|"]
     for e in result["extrapolation"]:
