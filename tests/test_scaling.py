@@ -59,6 +59,9 @@ def test_pareto_frontier():
   compute = [1, 2, 3, 4, 5]
   loss = [5.0, 4.0, 4.5, 3.0, 3.5]
   assert scaling.pareto_frontier(compute, loss) == [0, 1, 3]
+  # a point 1% cheaper than a better one is on the exact frontier, not within 5%
+  assert scaling.pareto_frontier([1.0, 1.01, 3.0], [9.0, 2.0, 1.0]) == [0, 1, 2]
+  assert scaling.pareto_frontier([1.0, 1.01, 3.0], [9.0, 2.0, 1.0], rtol=0.05) == [1, 2]
 
 
 def test_fit_refuses_degenerate_input():

@@ -158,13 +158,12 @@ def bootstrap(x: Sequence[float], y: Sequence[float], law: Optional[PowerLaw] = 
   return Bootstrap(law, interval(0), interval(1), interval(2), samples, level)
 
 
-def pareto_frontier(compute: Sequence[float], loss: Sequence[float]) -> list[int]:
-  """Indices of the compute-efficient points: sorted by compute, each with a lower loss
-  than every point of less (or equal) compute."""
+def pareto_frontier(compute: Sequence[float], loss: Sequence[float], rtol: float = 0.0
+                    ) -> list[int]:
+  """Indices of the compute-efficient points, by compute: those with no point of at most
+  (1 + rtol) x their compute and a lower loss. rtol > 0 treats budgets that differ by a
+  rounding of steps as one (a run 0.5% cheaper but far worse is not on the frontier)."""
   order = sorted(range(len(compute)), key=lambda i: (compute[i], loss[i]))
-  best, keep = math.inf, []
-  for i in order:
-    if loss[i] < best:
-      best = loss[i]
-      keep.append(i)
-  return keep
+  return [i for i in order
+          if not any(j != i and compute[j] <= compute[i] * (1 + rtol) and loss[j] < loss[i]
+                     for j in order)]

@@ -29,6 +29,7 @@ import numpy as np
 from xefm_jax.eval import scaling
 
 POINT_FILE = "point.json"
+RTOL = 0.05  # computes within 5% are one budget on the frontier (steps are rounded)
 
 
 def load_points(sweep_dir: pathlib.Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -71,7 +72,7 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
   def envelope(key: str) -> list[tuple[float, float, str, int]]:
     rows = [(c, v[key], p["name"], step) for p, step, c, v in evals if v.get(key, 0) > 0]
     return [rows[i] for i in scaling.pareto_frontier([r[0] for r in rows],
-                                                     [r[1] for r in rows])]
+                                                     [r[1] for r in rows], RTOL)]
   frontier = envelope("val/loss")
   law = _fit([r[0] for r in frontier], [r[1] for r in frontier])
   per_objective = {}
@@ -80,7 +81,7 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
       rows = envelope(key)
       per_objective[key] = _public(_fit([r[0] for r in rows], [r[1] for r in rows]))
   final = scaling.pareto_frontier([p["compute"] for p in points],
-                                  [p["val"]["val/loss"] for p in points])
+                                  [p["val"]["val/loss"] for p in points], RTOL)
 
   # loss vs parameters at the common evaluation step (fixed tokens)
   step = str(sweep["eval_every"])
@@ -295,8 +296,13 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
     for e in result["extrapolation"]:
       lines.append(f"| {e['config']} | {e['model_flops_per_window'] / 1e9:.1f} | "
                    f"{e['windows_per_step']} x {e['steps']:,} | {e['compute']:.3g} | "
-                   f"{e['factor_beyond']:.3g} | {e['loss']:.4f} | "
-                   f"[{e['low']:.4f}, {e['high']:.4f}] |")
+                   f"{e['factor_beyond']:.3g} | {e['loss']:.3g} | "
+                   f"[{e['low']:.3g}, {e['high']:.3g}] |")
+    if not law["irreducible"]:
+      lines.append("\nThe fit has no irreducible term (the data do not support one), so it "
+                   "falls towards zero loss as compute grows: these predictions are "
+                   "lower bounds with no practical meaning, not estimates. A sweep reaching "
+                   "the curve's bend (larger budgets) is what would give a usable one.")
   lines += ["", "## Plots", ""] + [f"![{f}]({f})" for f in files]
   return "\n".join(lines) + "\n"
 
