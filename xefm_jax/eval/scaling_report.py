@@ -89,6 +89,7 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
   for p in sorted(points, key=lambda p: p["steps"]):
     if step in p["val_by_step"] and p["variant"] not in at_step:
       at_step[p["variant"]] = p["val_by_step"][step]["val/loss"]
+  at_step = {v: at_step[v] for v in sweep["variants"] if v in at_step}
   n_law = _fit([sizes[v]["params_backbone"] for v in at_step], list(at_step.values()))
 
   # compute-optimal size per budget
