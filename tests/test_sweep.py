@@ -1,8 +1,9 @@
 """The scaling sweep end to end (launch/sweep.py, issue 17): a two-size x two-budget ladder
 (tests/sweep_ladder.py) on the test corpus, as a real subprocess that is killed (SIGKILL to
-its process group: the sweep and its running point) after the first point finished, then
-run again: the finished point is skipped, the killed one resumes (or restarts), the rest
-run, and --report writes report.md, report.json and the plots.
+its process group: the sweep and its running point) once two points finished and the third
+committed a checkpoint, then run again: the finished points are skipped, the killed one
+resumes from its checkpoint, the last runs, and --report writes report.md, report.json and
+the plots. A second test: a failing point is recorded and the sweep goes on.
 
 One simulated device (conftest.train_env: XLA:CPU collectives of launcher runs deadlock
 otherwise), the session's compilation cache, and the light objectives of test_train (MLP
