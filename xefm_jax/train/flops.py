@@ -233,12 +233,17 @@ def mfu(flops_per_step: float, seconds_per_step: float, peak_: Peak) -> float:
   return flops_per_step / seconds_per_step / peak_.total
 
 
-# ------------------------------------------------------------------- model FLOPs (PaLM)
+# ---------------------------------------------------------------- model FLOPs (PaLM, 6ND)
 
 
-def _jaxpr_dot_flops(jaxpr: Any) -> float:
-  """Matmul FLOPs of a (closed) jaxpr: 2 x output size x contracted size per dot_general,
-  sub-jaxprs included (scan bodies times their length, the costliest branch of a cond)."""
+def jaxpr_dot_flops(jaxpr: Any) -> float:
+  """2 x M x N x K of every dot_general (and 2 x outputs x kernel taps x input features of
+  every convolution) in a jaxpr, sub-jaxprs included, a scan's body times its length.
+
+  Read from the traced program rather than a parameter count: the tokens each stack sees
+  differ (per-modality encoders see their own tokens, fusion all of them, heads only theirs;
+  masked tokens are dropped), and the attention score and value matmuls are dots too.
+  A while loop (unknown trip count) is counted once; of a cond's branches, the largest."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
   total = 0.0
   for eqn in jaxpr.eqns:
@@ -247,16 +252,23 @@ def _jaxpr_dot_flops(jaxpr: Any) -> float:
       (lhs_contract, _), _ = eqn.params["dimension_numbers"]
       lhs = eqn.invars[0].aval.shape
       out = eqn.outvars[0].aval.shape
-      total += 2.0 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
-      continue
-    if name == "cond":
-      total += max(_jaxpr_dot_flops(b) for b in eqn.params["branches"])
-      continue
-    times = eqn.params.get("length", 1) if name == "scan" else 1
+      total += 2.0 * math.prod(out) * math.prod(lhs[i] for i in lhs_contract)
+    elif name == "conv_general_dilated":
+      rhs = eqn.invars[1].aval.shape
+      spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, spatial..)
+      taps = math.prod(rhs[i] for i in spec[2:])
+      out = eqn.outvars[0].aval.shape
+      total += 2.0 * math.prod(out) * taps * rhs[spec[1]]
+    subs = []
     for value in eqn.params.values():
-      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
-        if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-          total += times * _jaxpr_dot_flops(sub)
+      for v in (value if isinstance(value, (tuple, list)) else (value,)):
+        if hasattr(v, "eqns") or hasattr(getattr(v, "jaxpr", None), "eqns"):
+          subs.append(v)
+    if name == "cond":
+      total += max((jaxpr_dot_flops(s) for s in subs), default=0.0)
+    else:
+      factor = float(eqn.params.get("length", 1)) if name == "scan" else 1.0
+      total += factor * sum(jaxpr_dot_flops(s) for s in subs)
   return total
 
 
@@ -322,10 +334,42 @@ def model_flops(config: Any, batch_size: Optional[int] = None) -> float:
     return pretrainer.apply({"params": full}, batch, tgt, train=True, rngs=rngs)[0]
   trained = [x for x, f in zip(leaves, frozen) if not f]
   fixed = [x for x, f in zip(leaves, frozen) if f]
-  return _jaxpr_dot_flops(jax.make_jaxpr(jax.value_and_grad(loss))(trained, fixed, batch))
+  return jaxpr_dot_flops(jax.make_jaxpr(jax.value_and_grad(loss))(trained, fixed, batch))
 
 
 def model_flops_per_window(config: Any) -> float:
-  """Model FLOPs of training on one window (`model_flops` of the config's batch / its
-  size): the number a size ladder multiplies by windows seen."""
-  return model_flops(config) / int(config.data.batch_size)
+  """Model FLOPs of training on one window, forward + backward, PaLM's definition:
+  3 x the forward pass' matmul FLOPs (2 x matmul parameters x tokens + the attention
+  matmuls; the backward pass costs twice the forward), rematerialisation and the EMA
+  target's no-gradient forward excluded. This is the count a compute budget and the scaling
+  fits use: it depends on the model and the window, not on the mesh, remat policy or
+  compiler (unlike `step_flops`, the hardware's work for MFU).
+
+  Traced (not compiled) on abstract shapes with one batch of config.data.batch_size windows
+  (in-batch objectives such as the contrastive one scale with it), divided per window."""
+  # imported here: the model's modules are heavy, and MFU accounting does not need them
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from xefm_jax.data import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  from xefm_jax.objectives.pretrainer import Pretrainer  # pylint: disable=g-import-not-at-top
+  from xefm_jax.parallel import init as init_lib  # pylint: disable=g-import-not-at-top
+  from xefm_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  if config.data.get("hand_stats") is None:  # shapes only: unit statistics build the heads
+    config.data.hand_stats = {k: {"mean": [0.0] * 3, "std": [1.0] * 3}
+                              for k in ("wrist", "hands_local")}
+  batch_size = int(config.data.batch_size)
+  batch = init_lib.abstract_window_batch(spec_lib.WindowSpec.from_config(config.data),
+                                         batch_size)
+  target = state_lib.target_shapes(config, batch)
+  pretrainer = Pretrainer(config)
+  key = jax.random.key(0)
+
+  def init(k, b, t):
+    return pretrainer.init({"params": k, "masking": k, "dropout": k}, b, t, train=True)
+  params = nn.unbox(jax.eval_shape(init, key, batch, target)["params"])
+
+  def loss(p, b, t, k):
+    k_mask, k_drop = jax.random.split(k)
+    return pretrainer.apply({"params": p}, b, t, train=True,
+                            rngs={"masking": k_mask, "dropout": k_drop})[0]
+  return 3.0 * jaxpr_dot_flops(jax.make_jaxpr(loss)(params, batch, target, key)) / batch_size

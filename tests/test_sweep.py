@@ -1,0 +1,129 @@
+"""The scaling sweep end to end (launch/sweep.py, issue 17): a two-size x two-budget ladder
+(tests/sweep_ladder.py) on the test corpus, as a real subprocess that is killed (SIGKILL to
+its process group: the sweep and its running point) once two points finished and the third
+committed a checkpoint, then run again: the finished points are skipped, the killed one
+resumes from its checkpoint, the last runs, and --report writes report.md, report.json and
+the plots. A second test: a failing point is recorded and the sweep goes on.
+
+One simulated device (conftest.train_env: XLA:CPU collectives of launcher runs deadlock
+otherwise), the session's compilation cache, and the light objectives of test_train (MLP
+heads): a fixed schedule (--set optim.*) so both budgets of a size share one compiled step.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from train_runs import ROOT, TIMEOUT, tail
+from test_train import LIGHT, only
+
+pytestmark = pytest.mark.slow
+
+# model FLOPs per window (LIGHT objectives): t0 6.7 MFLOP, t1 18 MFLOP; 8 windows per step,
+# so these budgets are 5 to 30 steps per point (t0: 15 and 30, t1: 5 and 11). Points run
+# budget-major: t0_8e08, t1_8e08, t0_1.6e09 (killed after its checkpoint of step 10: the
+# sweep checkpoints every max(10, steps // 4) steps), t1_1.6e09.
+BUDGETS = "8e8,1.6e9"
+
+
+def sweep_cmd(sweep_dir: pathlib.Path, shards: pathlib.Path, *extra: str) -> list[str]:
+  sets = ["train.peak_flops_per_device=2e10", "data.read_threads=2", "data.prefetch=2",
+          "optim.warmup_steps=1", "optim.decay_steps=40",
+          f"data.shards={shards}"]
+  sets += [flag.removeprefix("--config.") for flag in only(*LIGHT)]
+  return [sys.executable, str(ROOT / "launch" / "sweep.py"),
+          "--config=tests/sweep_ladder.py", "--variants=t0,t1", f"--budgets={BUDGETS}",
+          f"--sweep_dir={sweep_dir}", "--min_steps=2", "--eval_batches=1",
+          *[f"--set={s}" for s in sets], *extra]
+
+
+def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp_path):
+  sweep_dir = tmp_path / "sweep"
+  out = open(tmp_path / "sweep.log", "ab")
+  proc = subprocess.Popen(sweep_cmd(sweep_dir, shard_corpus), cwd=ROOT, env=train_env,
+                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+  deadline = time.time() + TIMEOUT
+  try:
+    while not (sweep_dir / "sweep.json").exists() and time.time() < deadline:
+      assert proc.poll() is None, tail(tmp_path, "sweep.log")
+      time.sleep(0.2)
+    points = json.loads((sweep_dir / "sweep.json").read_text())["points"]
+    killed = points[2]["name"]
+    # kill once two points are done and the third has committed its checkpoint of step 10
+    while time.time() < deadline:
+      assert proc.poll() is None, tail(tmp_path, "sweep.log")
+      if (sweep_dir / killed / "checkpoints" / "10" / "commit_success.txt").exists():
+        break
+      time.sleep(0.05)
+  finally:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  assert (sweep_dir / points[1]["name"] / "point.json").exists()
+  assert not (sweep_dir / killed / "point.json").exists()
+
+  # resume: the same command
+  rerun = subprocess.run(sweep_cmd(sweep_dir, shard_corpus), cwd=ROOT, env=train_env,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+  assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+  status = json.loads((sweep_dir / "status.json").read_text())
+  for p in points[:2]:
+    assert status[p["name"]] == {"state": "done", "skipped": True}
+  assert all(status[p["name"]]["state"] == "done" for p in points)
+  # the finished points' trainers ran once; the killed one twice, resuming at step 10
+  for p in points[:2]:
+    assert (sweep_dir / p["name"] / "train.log").read_text().count("\n$ ") == 1
+  log = (sweep_dir / killed / "train.log").read_text()
+  assert log.count("\n$ ") == 2 and "restored step 10" in log
+  records = [json.loads((sweep_dir / p["name"] / "point.json").read_text()) for p in points]
+  for r in records:
+    assert r["val"]["val/loss"] > 0 and str(r["steps"]) in r["val_by_step"]
+  # a bigger budget of one size trains more steps; sizes differ in model FLOPs per window
+  by_name = {r["name"]: r for r in records}
+  assert [p["name"] for p in points] == ["t0_8e08", "t1_8e08", "t0_1.6e09", "t1_1.6e09"]
+  assert by_name["t0_1.6e09"]["steps"] > by_name["t0_8e08"]["steps"]
+  assert by_name["t0_8e08"]["steps"] > by_name["t1_8e08"]["steps"] >= 5
+  sizes = json.loads((sweep_dir / "sweep.json").read_text())["sizes"]
+  assert sizes["t1"]["model_flops_per_window"] > sizes["t0"]["model_flops_per_window"]
+  assert sizes["t1"]["params_backbone"] > sizes["t0"]["params_backbone"]
+
+  report = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--sweep_dir={sweep_dir}",
+       "--report", "--stages=tests/sweep_ladder.py:t1"],
+      cwd=ROOT, env=train_env, capture_output=True, text=True, timeout=TIMEOUT)
+  assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+  text = (sweep_dir / "report.md").read_text()
+  data = json.loads((sweep_dir / "report.json").read_text())
+  assert len(data["points"]) == 4 and "loss_vs_flops.png" in data["plots"]
+  assert (sweep_dir / "loss_vs_flops.png").stat().st_size > 0
+  for p in points:
+    assert p["name"] in text
+  assert len(data["compute_optimal"]) == 2
+  assert "Loss vs compute" in text and "fixed tokens" in text
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_env,
+                                                          tmp_path):
+  """The first point's run directory is unusable (its checkpoints path is a file), so its
+  trainer exits non-zero: the sweep records the exit and the log tail in status.json,
+  still trains the next point, and a later report covers the finished one."""
+  sweep_dir = tmp_path / "sweep"
+  cmd = sweep_cmd(sweep_dir, shard_corpus)
+  cmd[cmd.index("--variants=t0,t1")] = "--variants=t0"
+  bad = sweep_dir / "t0_8e08"
+  bad.mkdir(parents=True)
+  (bad / "checkpoints").write_text("not a directory")
+  run = subprocess.run(cmd, cwd=ROOT, env=train_env, capture_output=True, text=True,
+                       timeout=TIMEOUT)
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  status = json.loads((sweep_dir / "status.json").read_text())
+  assert list(status) == [bad.name, "t0_1.6e09"]
+  failed, done = status.values()
+  assert failed["state"] == "failed" and failed["rc"] != 0 and "checkpoints" in failed["log_tail"]
+  assert done["state"] == "done"
+  assert "failed points: " + bad.name in run.stdout
