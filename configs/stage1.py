@@ -18,6 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"configs/stage1.py has no variants, got {arg!r}")
   c = common.base_config()
   c.data.update(view_size=96, depth_size=64, frames=16, batch_size=256)
+  # Grain worker processes read and decode on the host's cores, away from XLA's threads
+  c.data.worker_count = 16
   m = c.model
   m.width = 1024
   m.fusion.update(num_layers=32, num_heads=16, mlp_dim=4096)

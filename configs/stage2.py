@@ -18,6 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"configs/stage2.py has no variants, got {arg!r}")
   c = common.base_config()
   c.data.update(view_size=128, depth_size=64, frames=16, batch_size=512)
+  # Grain worker processes read and decode on the host's cores, away from XLA's threads
+  c.data.worker_count = 16
   m = c.model
   m.width = 2048
   m.fusion.update(num_layers=32, num_heads=16, mlp_dim=8192)

@@ -19,6 +19,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"configs/stage3.py has no variants, got {arg!r}")
   c = common.base_config()
   c.data.update(view_size=160, depth_size=64, frames=16, batch_size=1024)
+  # Grain worker processes read and decode on the host's cores, away from XLA's threads
+  c.data.worker_count = 16
   m = c.model
   m.width = 3072
   m.fusion.update(num_layers=40, num_heads=24, mlp_dim=12288)
