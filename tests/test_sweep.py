@@ -10,12 +10,14 @@ otherwise), the session's compilation cache, and the light objectives of test_tr
 heads): a fixed schedule (--set optim.*) so both budgets of a size share one compiled step.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -127,3 +129,83 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_e
   assert failed["state"] == "failed" and failed["rc"] != 0 and "checkpoints" in failed["log_tail"]
   assert done["state"] == "done"
   assert "failed points: " + bad.name in run.stdout
+
+
+def _launcher():
+  spec = importlib.util.spec_from_file_location("sweep_launcher",
+                                                ROOT / "launch" / "sweep.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _script(code: str) -> list[str]:
+  return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def test_a_trained_point_is_evaluated_and_a_failed_eval_does_not_retrain(tmp_path,
+                                                                         monkeypatch):
+  """The runner's protocol with stand-in trainer and eval commands (no JAX): training
+  writes trained.json; a failing eval is recorded (stage, log tail) without point.json;
+  the retry evaluates without retraining and writes point.json with the tasks' headline
+  scores; a finished point is skipped; another eval definition re-evaluates it."""
+  sweep_lib = _launcher()
+  workdir = tmp_path / "p"
+  point = {"name": "p", "variant": "t0", "budget": 1.0, "steps": 3, "compute": 3.0,
+           "tokens": 30}
+  sweep = {"eval": {"config": "tests/sweep_eval.py", "set": []}}
+  trainings = tmp_path / "trainings"
+  train = _script(f"""
+      import json, pathlib
+      with open({str(trainings)!r}, "a") as f:
+        f.write("trained\\n")
+      rows = [{{"step": 3, "loss": 2.0}}, {{"step": 3, "val/loss": 1.5}}]
+      pathlib.Path({str(workdir / "metrics.jsonl")!r}).write_text(
+          "".join(json.dumps(r) + "\\n" for r in rows))""")
+  report = {"step": 3, "splits": {"score": {"split": "test"}},
+            "summary": {"test_sessions": 2, "significant_wins": 1},
+            "tasks": {"timeline_action": {
+                "metric": "macro_f1", "higher_is_better": True, "model": 0.5,
+                "model_ema": 0.4, "handcrafted": 0.3, "random_init": 0.2, "wins": True,
+                "probe": {}, "details": {}}},
+            "extensions": {}}
+  good_eval = _script(f"""
+      import json, pathlib
+      out = pathlib.Path({str(workdir / "eval" / "3")!r})
+      out.mkdir(parents=True, exist_ok=True)
+      (out / "report.json").write_text({json.dumps(report)!r})""")
+  bad_eval = _script("import sys; print('eval broke'); sys.exit(3)")
+  evals = iter([bad_eval, good_eval, good_eval])
+  monkeypatch.setattr(sweep_lib, "train_command", lambda *a: train)
+  monkeypatch.setattr(sweep_lib, "eval_command", lambda *a: next(evals))
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    runner = sweep_lib.Runner()
+    failed = runner.run(sweep, point, tmp_path, "shards")
+    assert failed["state"] == "failed" and failed["stage"] == "eval" and failed["rc"] == 3
+    assert "eval broke" in failed["log_tail"]
+    assert (workdir / "trained.json").exists() and not (workdir / "point.json").exists()
+
+    done = runner.run(sweep, point, tmp_path, "shards")
+    assert done["state"] == "done" and "wall_s" not in done and done["eval_s"] > 0
+    assert trainings.read_text() == "trained\n"  # trained once
+    record = json.loads((workdir / "point.json").read_text())
+    assert record["val"] == {"val/loss": 1.5} and record["train_loss"] == 2.0
+    e = record["eval"]
+    assert e["definition"] == sweep["eval"] and e["step"] == 3 and e["split"] == "test"
+    assert e["significant_wins"] == 1 and e["report"] == "eval/3/report.json"
+    assert e["tasks"] == {"timeline_action": {
+        "metric": "macro_f1", "higher_is_better": True, "model": 0.5, "model_ema": 0.4,
+        "handcrafted": 0.3, "random_init": 0.2, "wins": True}}
+    assert runner.run(sweep, point, tmp_path, "shards") == {"state": "done",
+                                                            "skipped": True}
+    # another eval job (e.g. added to a finished sweep): evaluated again, not retrained
+    other = {"eval": {"config": "tests/sweep_eval.py", "set": ["seed=1"]}}
+    assert runner.run(other, point, tmp_path, "shards")["state"] == "done"
+    assert trainings.read_text() == "trained\n"
+    assert json.loads((workdir / "point.json").read_text())["eval"]["definition"] == \
+        other["eval"]
+    assert (workdir / "eval.log").read_text().count("\n$ ") == 3
+  finally:
+    for s, h in handlers.items():
+      signal.signal(s, h)
