@@ -29,8 +29,9 @@ test split unseen while the sweep is being read; the probes' regularisation is t
 and scored on val, an optimistic but like-for-like score), output in SWEEP/<point>/eval.log
 and SWEEP/<point>/eval/<step>/. Each task's headline metric (the score on the eval's score
 split of the trunk, its EMA and the baselines the eval config scores) goes into the `eval`
-block of point.json; --report tabulates and plots them against compute. A failed eval is recorded like a failed
-run; the next run of the sweep evaluates the point again without retraining it.
+block of point.json; --report tabulates and plots them against compute. A failed eval is
+recorded like a failed run; the next run of the sweep evaluates the point again without
+retraining it.
 --eval_config given to an existing sweep replaces its eval job (`--eval_config=` removes
 it): its finished points are then evaluated, not retrained.
 
@@ -247,8 +248,9 @@ def eval_command(sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.
 
 
 def headline(entry: dict[str, Any]) -> dict[str, Any]:
-  """One task of an eval report: its headline metric's test score for the trained trunk,
-  its EMA and the baselines (those the eval config scored), and whether it wins."""
+  """One task of an eval report: its headline metric's score (on the eval's score split)
+  for the trained trunk, its EMA and the baselines (those the eval config scored), and
+  whether the trunk wins against both (95% intervals above zero)."""
   out = {"metric": entry["metric"], "higher_is_better": entry["higher_is_better"]}
   out.update({fs: entry[fs] for fs in ("model", "model_ema", "handcrafted", "random_init")
               if fs in entry})
