@@ -15,7 +15,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg:
     raise ValueError(f"tests/sweep_eval.py: no variants, got {arg!r}")
   c = eval_configs.get_config("quick")
-  keep = ("timeline_action", "hand_trajectory_forecast", "temporal_order")
+  keep = ("timeline_action", "time_to_transition", "temporal_order")
   c.tasks = ml_collections.ConfigDict({n: c.tasks[n] for n in keep}, sort_keys=False)
   c.extensions = ml_collections.ConfigDict()
   del c.world_model

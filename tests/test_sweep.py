@@ -2,8 +2,11 @@
 (tests/sweep_ladder.py) on the test corpus, as a real subprocess that is killed (SIGKILL to
 its process group: the sweep and its running point) once two points finished and the third
 committed a checkpoint, then run again: the finished points are skipped, the killed one
-resumes from its checkpoint, the last runs, and --report writes report.md, report.json and
-the plots. A second test: a failing point is recorded and the sweep goes on.
+resumes from its checkpoint, the last runs; an eval job added to the finished sweep
+evaluates one point (--point_index) without retraining it, and --report writes report.md,
+report.json and the plots, its eval-task table with that point. A second test: a failing
+point is recorded and the sweep goes on; a third, the runner's train-then-eval protocol with
+stand-in commands.
 
 One simulated device (conftest.train_env: XLA:CPU collectives of launcher runs deadlock
 otherwise), the session's compilation cache, and the light objectives of test_train (MLP
@@ -94,6 +97,27 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
   assert sizes["t1"]["model_flops_per_window"] > sizes["t0"]["model_flops_per_window"]
   assert sizes["t1"]["params_backbone"] > sizes["t0"]["params_backbone"]
 
+  # an eval job added to the finished sweep, run for one point (--point_index, as a SLURM
+  # task): it is evaluated (tests/sweep_eval.py, two feature sets), not retrained
+  evaluated = points[0]["name"]
+  eval_run = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--sweep_dir={sweep_dir}",
+       "--point_index=0", "--eval_config=tests/sweep_eval.py",
+       "--eval_set=feature_sets=('model','handcrafted')"],
+      cwd=ROOT, env=train_env, capture_output=True, text=True, timeout=TIMEOUT)
+  assert eval_run.returncode == 0, eval_run.stdout[-3000:] + eval_run.stderr[-3000:]
+  assert json.loads((sweep_dir / "status.json").read_text())[evaluated]["state"] == "done"
+  assert (sweep_dir / evaluated / "train.log").read_text().count("\n$ ") == 1
+  record = json.loads((sweep_dir / evaluated / "point.json").read_text())
+  assert record["val"] == by_name[evaluated]["val"]  # the training record, kept
+  block = record["eval"]
+  assert block["definition"] == json.loads((sweep_dir / "sweep.json").read_text())["eval"]
+  assert block["step"] == record["steps"] and block["split"] == "test"
+  assert list(block["tasks"]) == ["timeline_action", "time_to_transition", "temporal_order"]
+  for task in block["tasks"].values():
+    assert set(task) == {"metric", "higher_is_better", "model", "handcrafted", "wins"}
+  assert (sweep_dir / evaluated / "eval" / str(record["steps"]) / "report.json").exists()
+
   report = subprocess.run(
       [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--sweep_dir={sweep_dir}",
        "--report", "--stages=tests/sweep_ladder.py:t1"],
@@ -107,6 +131,12 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
     assert p["name"] in text
   assert len(data["compute_optimal"]) == 2
   assert "Loss vs compute" in text and "fixed tokens" in text
+  # the eval tasks: the evaluated point only
+  assert [r["point"] for r in data["tasks"]["points"]] == [evaluated]
+  assert data["tasks"]["points"][0]["model"] == {n: t["model"]
+                                                 for n, t in block["tasks"].items()}
+  assert "## Eval tasks" in text and "1 of 4 points evaluated" in text
+  assert (sweep_dir / "tasks_vs_flops.png").stat().st_size > 0
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_env,

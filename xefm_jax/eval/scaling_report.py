@@ -284,9 +284,12 @@ def tasks_plot(path: pathlib.Path, variants: list[str], tasks: dict[str, Any]) -
     ax.set_xscale("log")
     ax.set_title(_task_title(name, tasks["metrics"][name]), fontsize=8)
     ax.tick_params(labelsize=7)
-  for ax in list(axes.flat)[len(names):]:
-    ax.set_visible(False)
-  axes.flat[0].legend(fontsize=6)
+  spare = list(axes.flat)[len(names):]
+  for ax in spare:
+    ax.axis("off")
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  (spare[0] if spare else axes.flat[0]).legend(handles, labels, fontsize=6,
+                                               loc="center" if spare else "best")
   fig.supxlabel("model FLOPs (train)", fontsize=9)
   fig.suptitle("eval tasks vs compute, per size (split: "
                f"{', '.join(sorted({str(r['split']) for r in tasks['points']}))})", fontsize=10)
