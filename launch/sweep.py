@@ -505,6 +505,8 @@ def main(argv):
   if _PLAN_ONLY.value:
     for i, p in enumerate(sweep["points"]):
       print(f"{i}: {p['name']}: {p['steps']} steps, {p['compute']:.3g} FLOPs")
+    e = sweep.get("eval")
+    print("eval job: " + ("none" if not e else " ".join([e["config"], *e["set"]])))
     return
   points = sweep["points"]
   if _POINT_INDEX.value is not None:
