@@ -2,7 +2,8 @@
 report of loss against compute with fitted power laws (issue 17).
 
     python launch/sweep.py --config=configs/pilot.py --variants=s0,s1,s2,s3 \
-        --budgets=3e12,1e13,3e13 [--sweep_dir=runs/sweep]
+        --budgets=3e12,1e13,3e13 [--sweep_dir=runs/sweep] \
+        [--eval_config=configs/eval.py:quick [--eval_set=key=value ...]]
     python launch/sweep.py --sweep_dir=runs/sweep --report
     python launch/sweep.py --sweep_dir=runs/sweep --point_index=3    # one point (SLURM)
     python launch/sweep.py ... --plan_only     # define, prepare the corpus, list the points
@@ -21,17 +22,32 @@ of the largest size), so every size has a val loss at that same number of tokens
 parameters at fixed tokens). The learning-rate warmup is the
 config's, capped at a tenth of the point's steps; the cosine decays to each point's end.
 
-Resumable: a finished point has SWEEP/<point>/point.json (written atomically, last) and is
-skipped; a killed point resumes from its latest Orbax checkpoint (launch/train.py does that
-in its workdir). A failed point is recorded in SWEEP/status.json with its log tail and the
-sweep goes on (run the same command again to retry it). A point is trained under an
-exclusive lock (SWEEP/<point>/.lock), so several sweep processes on one sweep dir share the
-points out (on a machine with idle cores, start the same command twice). SIGTERM/SIGINT to the sweep reach
-the running point, which saves a checkpoint and exits; the sweep then stops.
+--eval_config (default: none, no eval): once a point has trained (its record in
+SWEEP/<point>/trained.json), launch/eval.py scores its last checkpoint with that eval config
+(--eval_set=key=value: its --config.key=value overrides, e.g. splits.score=val to keep the
+test split unseen while the sweep is being read; the probes' regularisation is then chosen
+and scored on val, an optimistic but like-for-like score), output in SWEEP/<point>/eval.log
+and SWEEP/<point>/eval/<step>/. Each task's headline metric (the score on the eval's score
+split of the trunk, its EMA and the baselines the eval config scores) goes into the `eval`
+block of point.json; --report tabulates and plots them against compute. A failed eval is
+recorded like a failed run; the next run of the sweep evaluates the point again without
+retraining it.
+--eval_config given to an existing sweep replaces its eval job (`--eval_config=` removes
+it): its finished points are then evaluated, not retrained.
 
-The sweep's definition is SWEEP/sweep.json (written by the first run; a --point_index task
-or --report reads it, so they need only --sweep_dir). launch/slurm/sweep.sbatch runs one
-point per array task.
+Resumable: a finished point has SWEEP/<point>/point.json (written atomically, last, after
+its eval) and is skipped; a killed point resumes from its latest Orbax checkpoint
+(launch/train.py does that in its workdir). A failed point is recorded in SWEEP/status.json
+with its stage (train or eval) and log tail and the sweep goes on (run the same command
+again to retry it). A point is trained and evaluated under an exclusive lock
+(SWEEP/<point>/.lock), so several sweep processes on one sweep dir share the points out (on
+a machine with idle cores, start the same command twice). SIGTERM/SIGINT to the sweep reach
+the running point, which saves a checkpoint and exits (an eval just stops); the sweep then
+stops.
+
+The sweep's definition is SWEEP/sweep.json (written by the first run, with its eval job; a
+--point_index task or --report reads it, so they need only --sweep_dir).
+launch/slurm/sweep.sbatch runs one point (its training, then its eval) per array task.
 """
 
 from __future__ import annotations
@@ -64,6 +80,12 @@ _PLAN_ONLY = flags.DEFINE_bool(
     "plan_only", False, "Define the sweep and prepare its corpus, then stop (SLURM: before "
     "the array job).")
 _REPORT = flags.DEFINE_bool("report", False, "Collect the finished points into a report.")
+_EVAL_CONFIG = flags.DEFINE_string(
+    "eval_config", None, "Eval config (configs/eval.py[:quick]): launch/eval.py on each "
+    "point's last checkpoint once it has trained, its task scores in point.json. Default: "
+    "what SWEEP/sweep.json records (none for a new sweep: no eval).")
+_EVAL_SET = flags.DEFINE_multi_string(
+    "eval_set", [], "key=value override of the eval config (--config.key=value of eval.py).")
 _STAGES = flags.DEFINE_list(
     "stages", ["configs/stage1.py", "configs/stage2.py", "configs/stage3.py"],
     "Configs whose compute the report extrapolates to (model FLOPs per window x windows "
@@ -72,7 +94,9 @@ _STAGES = flags.DEFINE_list(
 SWEEP_FILE = "sweep.json"
 STATUS_FILE = "status.json"
 POINT_FILE = "point.json"  # a point's completion mark, written last and atomically
+TRAINED_FILE = "trained.json"  # the point's training record, before its eval
 LOG = "train.log"
+EVAL_LOG = "eval.log"
 LOCK = ".lock"  # held by the sweep process training the point
 
 
@@ -162,7 +186,8 @@ def point_name(variant: str, budget: float) -> str:
 
 
 def plan(config: str, variants: list[str], budgets: list[float], overrides: list[str],
-         min_steps: int, eval_batches: int) -> dict[str, Any]:
+         min_steps: int, eval_batches: int,
+         evaluation: Optional[dict[str, Any]] = None) -> dict[str, Any]:
   """The sweep's definition: sizes (measured from the configs) and points."""
   sizes = {v: size_of(f"{config}:{v}", overrides) for v in variants}
   points = []
@@ -179,7 +204,7 @@ def plan(config: str, variants: list[str], budgets: list[float], overrides: list
   eval_every = min(max(p["steps"] for p in points if p["variant"] == v) for v in variants)
   return {"config": config, "variants": variants, "budgets": budgets, "set": overrides,
           "min_steps": min_steps, "eval_batches": eval_batches, "eval_every": eval_every,
-          "sizes": sizes, "points": points}
+          "sizes": sizes, "points": points, "eval": evaluation}
 
 
 def train_command(sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.Path,
@@ -196,6 +221,70 @@ def train_command(sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib
           f"--config.train.ckpt_every={ckpt_every}", "--config.train.keep=2",
           f"--config.train.log_every={max(1, min(50, steps // 10))}",
           *[f"--config.{s}" for s in sweep["set"]]]
+
+
+def eval_definition(spec: Optional[str], overrides: list[str]) -> Optional[dict[str, Any]]:
+  """The sweep's eval job as sweep.json records it (None: no eval)."""
+  if not spec:
+    return None
+  for item in overrides:
+    if "=" not in item:
+      raise app.UsageError(f"--eval_set={item}: want key=value (a --config.key=value of "
+                           "launch/eval.py, e.g. splits.score=val)")
+  load_config(spec)  # fails now, not after the first point has trained
+  return {"config": spec, "set": list(overrides)}
+
+
+def eval_command(sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.Path,
+                 shards: str) -> list[str]:
+  """launch/eval.py on the point's last checkpoint (progress bars off: the log is a file).
+  Its embedding and baseline caches are keyed by the eval settings, so --force redoes only
+  what another eval definition changes."""
+  return [sys.executable, str(ROOT / "launch" / "eval.py"),
+          f"--config={sweep['eval']['config']}", f"--workdir={workdir}",
+          f"--checkpoint={point['steps']}", f"--shards={shards}", "--config.progress=false",
+          "--force",  # a report of that step under another eval definition is redone
+          *[f"--config.{s}" for s in sweep["eval"]["set"]]]
+
+
+def headline(entry: dict[str, Any]) -> dict[str, Any]:
+  """One task of an eval report: its headline metric's score (on the eval's score split)
+  for the trained trunk, its EMA and the baselines (those the eval config scored), and
+  whether the trunk wins against both (95% intervals above zero)."""
+  out = {"metric": entry["metric"], "higher_is_better": entry["higher_is_better"]}
+  out.update({fs: entry[fs] for fs in ("model", "model_ema", "handcrafted", "random_init")
+              if fs in entry})
+  out["wins"] = entry.get("wins")
+  return out
+
+
+def eval_record(sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.Path,
+                seconds: float) -> dict[str, Any]:
+  """point.json's `eval` block from SWEEP/<point>/eval/<step>/report.json (the keys of
+  xefm_jax/eval/report.py). Raises if there is none."""
+  path = workdir / "eval" / str(point["steps"]) / "report.json"
+  if not path.is_file():
+    raise RuntimeError(f"{path}: no eval report")
+  report = json.loads(path.read_text())
+  summary = report.get("summary", {})
+  return {"definition": sweep["eval"], "step": report["step"],
+          "report": str(path.relative_to(workdir)),
+          "split": report["splits"]["score"]["split"],
+          "test_sessions": summary.get("test_sessions"),
+          "significant_wins": summary.get("significant_wins"),
+          "tasks": {n: headline(e) for n, e in report["tasks"].items()},
+          "extensions": {n: headline(e) for n, e in report.get("extensions", {}).items()},
+          "wall_s": seconds}
+
+
+def finished(sweep: dict[str, Any], workdir: pathlib.Path) -> bool:
+  """The point has its point.json, with the eval block of the sweep's eval job if any."""
+  path = workdir / POINT_FILE
+  if not path.exists():
+    return False
+  if not sweep.get("eval"):
+    return True
+  return json.loads(path.read_text()).get("eval", {}).get("definition") == sweep["eval"]
 
 
 def shared_corpus(sweep_dir: pathlib.Path, sweep: dict[str, Any]) -> str:
@@ -257,10 +346,9 @@ class Runner:
 
   def run(self, sweep: dict[str, Any], point: dict[str, Any], sweep_dir: pathlib.Path,
           shards: str) -> dict[str, Any]:
-    """One point: skipped if finished, else trained (resuming) and summarized."""
+    """One point: skipped if finished, else trained (resuming), evaluated and summarized."""
     workdir = sweep_dir / point["name"]
-    done = workdir / POINT_FILE
-    if done.exists():
+    if finished(sweep, workdir):
       return {"state": "done", "skipped": True}
     workdir.mkdir(parents=True, exist_ok=True)
     lock = open(workdir / LOCK, "w")  # closed (and so released) when this returns or dies
@@ -269,54 +357,98 @@ class Runner:
     except BlockingIOError:
       return {"state": "busy"}  # another sweep process trains it
     with lock:
-      return self._train(sweep, point, workdir, shards)
+      if finished(sweep, workdir):  # another process finished it since
+        return {"state": "done", "skipped": True}
+      return self._point(sweep, point, workdir, shards)
 
-  def _train(self, sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.Path,
-             shards: str) -> dict[str, Any]:
-    done = workdir / POINT_FILE
-    cmd = train_command(sweep, point, workdir, shards)
-    print(f"sweep: {point['name']}: {point['steps']} steps, {point['compute']:.3g} FLOPs",
-          flush=True)
+  def _child(self, cmd: list[str], log_path: pathlib.Path) -> tuple[int, float]:
+    """Runs cmd from the repository root, its output appended to log_path (after the
+    command line); returns (exit status, seconds)."""
     start = time.time()
-    with open(workdir / LOG, "ab") as log:
+    with open(log_path, "ab") as log:
       log.write(("\n$ " + " ".join(cmd) + "\n").encode())
       log.flush()
       self.child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
       rc = self.child.wait()
       self.child = None
-    seconds = time.time() - start
-    if self.stopping:
-      return {"state": "interrupted", "rc": rc}
-    if rc != 0:
-      return {"state": "failed", "rc": rc, "log_tail": tail(workdir / LOG)}
-    try:
-      record = summarize(point, workdir, seconds)
-    except RuntimeError as e:
-      return {"state": "failed", "rc": rc, "error": str(e), "log_tail": tail(workdir / LOG)}
-    write_json_atomic(done, record)
-    return {"state": "done", "wall_s": seconds}
+    return rc, time.time() - start
+
+  def _point(self, sweep: dict[str, Any], point: dict[str, Any], workdir: pathlib.Path,
+             shards: str) -> dict[str, Any]:
+    """Trains the point unless trained.json (or an earlier point.json) has its record, then
+    evaluates it if the sweep has an eval job; point.json last."""
+    result: dict[str, Any] = {"state": "done"}
+    record = None
+    for name in (POINT_FILE, TRAINED_FILE):  # point.json: a point finished before its eval
+      if (workdir / name).exists():
+        record = json.loads((workdir / name).read_text())
+        record.pop("eval", None)
+        break
+    if record is None:
+      print(f"sweep: {point['name']}: {point['steps']} steps, {point['compute']:.3g} FLOPs",
+            flush=True)
+      rc, seconds = self._child(train_command(sweep, point, workdir, shards), workdir / LOG)
+      if self.stopping:
+        return {"state": "interrupted", "stage": "train", "rc": rc}
+      if rc != 0:
+        return {"state": "failed", "stage": "train", "rc": rc, "log_tail": tail(workdir / LOG)}
+      try:
+        record = summarize(point, workdir, seconds)
+      except RuntimeError as e:
+        return {"state": "failed", "stage": "train", "rc": rc, "error": str(e),
+                "log_tail": tail(workdir / LOG)}
+      write_json_atomic(workdir / TRAINED_FILE, record)
+      result["wall_s"] = seconds
+    if sweep.get("eval"):
+      print(f"sweep: {point['name']}: eval ({sweep['eval']['config']})", flush=True)
+      rc, seconds = self._child(eval_command(sweep, point, workdir, shards),
+                                workdir / EVAL_LOG)
+      if self.stopping:
+        return {"state": "interrupted", "stage": "eval", "rc": rc}
+      if rc != 0:
+        return {"state": "failed", "stage": "eval", "rc": rc,
+                "log_tail": tail(workdir / EVAL_LOG)}
+      try:
+        record["eval"] = eval_record(sweep, point, workdir, seconds)
+      except (RuntimeError, KeyError, ValueError) as e:
+        return {"state": "failed", "stage": "eval", "rc": rc, "error": repr(e),
+                "log_tail": tail(workdir / EVAL_LOG)}
+      result["eval_s"] = seconds
+    write_json_atomic(workdir / POINT_FILE, record)
+    return result
 
 
 def load_or_plan(sweep_dir: pathlib.Path) -> dict[str, Any]:
+  """SWEEP/sweep.json, written from the flags by the first run. --eval_config given to an
+  existing sweep replaces its eval job (its finished points are then evaluated, not
+  retrained); without it the recorded one stands (a --point_index task needs no flags)."""
   path = sweep_dir / SWEEP_FILE
+  evaluation = (eval_definition(_EVAL_CONFIG.value, _EVAL_SET.value)
+                if _EVAL_CONFIG.value is not None else None)
   if _CONFIG.value is None:
     if not path.exists():
       raise app.UsageError(f"{path} not found: give --config, --variants and --budgets")
-    return json.loads(path.read_text())
-  if not (_VARIANTS.value and _BUDGETS.value):
-    raise app.UsageError("--config needs --variants and --budgets")
-  budgets = [float(b) for b in _BUDGETS.value]
-  if path.exists():
+    sweep = json.loads(path.read_text())
+  else:
+    if not (_VARIANTS.value and _BUDGETS.value):
+      raise app.UsageError("--config needs --variants and --budgets")
+    budgets = [float(b) for b in _BUDGETS.value]
+    if not path.exists():
+      sweep = plan(_CONFIG.value, _VARIANTS.value, budgets, _SET.value, _MIN_STEPS.value,
+                   _EVAL_BATCHES.value, evaluation)
+      write_json_atomic(path, sweep)
+      return sweep
     sweep = json.loads(path.read_text())
     same = (sweep["config"], sweep["variants"], sweep["budgets"], sweep["set"]) == (
         _CONFIG.value, _VARIANTS.value, budgets, _SET.value)
     if not same:
       raise app.UsageError(f"{path} defines another sweep (config, variants, budgets or "
                            "--set differ): use another --sweep_dir")
-    return sweep
-  sweep = plan(_CONFIG.value, _VARIANTS.value, budgets, _SET.value, _MIN_STEPS.value,
-               _EVAL_BATCHES.value)
-  write_json_atomic(path, sweep)
+  if _EVAL_CONFIG.value is not None and evaluation != sweep.get("eval"):
+    print(f"sweep: eval job {sweep.get('eval')} -> {evaluation} (finished points are "
+          "evaluated again, not retrained)", flush=True)
+    sweep["eval"] = evaluation
+    write_json_atomic(path, sweep)
   return sweep
 
 
@@ -373,6 +505,8 @@ def main(argv):
   if _PLAN_ONLY.value:
     for i, p in enumerate(sweep["points"]):
       print(f"{i}: {p['name']}: {p['steps']} steps, {p['compute']:.3g} FLOPs")
+    e = sweep.get("eval")
+    print("eval job: " + ("none" if not e else " ".join([e["config"], *e["set"]])))
     return
   points = sweep["points"]
   if _POINT_INDEX.value is not None:

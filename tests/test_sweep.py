@@ -2,20 +2,25 @@
 (tests/sweep_ladder.py) on the test corpus, as a real subprocess that is killed (SIGKILL to
 its process group: the sweep and its running point) once two points finished and the third
 committed a checkpoint, then run again: the finished points are skipped, the killed one
-resumes from its checkpoint, the last runs, and --report writes report.md, report.json and
-the plots. A second test: a failing point is recorded and the sweep goes on.
+resumes from its checkpoint, the last runs; an eval job added to the finished sweep
+evaluates one point (--point_index) without retraining it, and --report writes report.md,
+report.json and the plots, its eval-task table with that point. A second test: a failing
+point is recorded and the sweep goes on; a third, the runner's train-then-eval protocol with
+stand-in commands.
 
 One simulated device (conftest.train_env: XLA:CPU collectives of launcher runs deadlock
 otherwise), the session's compilation cache, and the light objectives of test_train (MLP
 heads): a fixed schedule (--set optim.*) so both budgets of a size share one compiled step.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -92,6 +97,27 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
   assert sizes["t1"]["model_flops_per_window"] > sizes["t0"]["model_flops_per_window"]
   assert sizes["t1"]["params_backbone"] > sizes["t0"]["params_backbone"]
 
+  # an eval job added to the finished sweep, run for one point (--point_index, as a SLURM
+  # task): it is evaluated (tests/sweep_eval.py, two feature sets), not retrained
+  evaluated = points[0]["name"]
+  eval_run = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--sweep_dir={sweep_dir}",
+       "--point_index=0", "--eval_config=tests/sweep_eval.py",
+       "--eval_set=feature_sets=('model','handcrafted')"],
+      cwd=ROOT, env=train_env, capture_output=True, text=True, timeout=TIMEOUT)
+  assert eval_run.returncode == 0, eval_run.stdout[-3000:] + eval_run.stderr[-3000:]
+  assert json.loads((sweep_dir / "status.json").read_text())[evaluated]["state"] == "done"
+  assert (sweep_dir / evaluated / "train.log").read_text().count("\n$ ") == 1
+  record = json.loads((sweep_dir / evaluated / "point.json").read_text())
+  assert record["val"] == by_name[evaluated]["val"]  # the training record, kept
+  block = record["eval"]
+  assert block["definition"] == json.loads((sweep_dir / "sweep.json").read_text())["eval"]
+  assert block["step"] == record["steps"] and block["split"] == "test"
+  assert list(block["tasks"]) == ["timeline_action", "time_to_transition", "temporal_order"]
+  for task in block["tasks"].values():
+    assert set(task) == {"metric", "higher_is_better", "model", "handcrafted", "wins"}
+  assert (sweep_dir / evaluated / "eval" / str(record["steps"]) / "report.json").exists()
+
   report = subprocess.run(
       [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--sweep_dir={sweep_dir}",
        "--report", "--stages=tests/sweep_ladder.py:t1"],
@@ -105,6 +131,12 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
     assert p["name"] in text
   assert len(data["compute_optimal"]) == 2
   assert "Loss vs compute" in text and "fixed tokens" in text
+  # the eval tasks: the evaluated point only
+  assert [r["point"] for r in data["tasks"]["points"]] == [evaluated]
+  assert data["tasks"]["points"][0]["model"] == {n: t["model"]
+                                                 for n, t in block["tasks"].items()}
+  assert "## Eval tasks" in text and "1 of 4 points evaluated" in text
+  assert (sweep_dir / "tasks_vs_flops.png").stat().st_size > 0
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_env,
@@ -127,3 +159,83 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_e
   assert failed["state"] == "failed" and failed["rc"] != 0 and "checkpoints" in failed["log_tail"]
   assert done["state"] == "done"
   assert "failed points: " + bad.name in run.stdout
+
+
+def _launcher():
+  spec = importlib.util.spec_from_file_location("sweep_launcher",
+                                                ROOT / "launch" / "sweep.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _script(code: str) -> list[str]:
+  return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def test_a_trained_point_is_evaluated_and_a_failed_eval_does_not_retrain(tmp_path,
+                                                                         monkeypatch):
+  """The runner's protocol with stand-in trainer and eval commands (no JAX): training
+  writes trained.json; a failing eval is recorded (stage, log tail) without point.json;
+  the retry evaluates without retraining and writes point.json with the tasks' headline
+  scores; a finished point is skipped; another eval definition re-evaluates it."""
+  sweep_lib = _launcher()
+  workdir = tmp_path / "p"
+  point = {"name": "p", "variant": "t0", "budget": 1.0, "steps": 3, "compute": 3.0,
+           "tokens": 30}
+  sweep = {"eval": {"config": "tests/sweep_eval.py", "set": []}}
+  trainings = tmp_path / "trainings"
+  train = _script(f"""
+      import json, pathlib
+      with open({str(trainings)!r}, "a") as f:
+        f.write("trained\\n")
+      rows = [{{"step": 3, "loss": 2.0}}, {{"step": 3, "val/loss": 1.5}}]
+      pathlib.Path({str(workdir / "metrics.jsonl")!r}).write_text(
+          "".join(json.dumps(r) + "\\n" for r in rows))""")
+  report = {"step": 3, "splits": {"score": {"split": "test"}},
+            "summary": {"test_sessions": 2, "significant_wins": 1},
+            "tasks": {"timeline_action": {
+                "metric": "macro_f1", "higher_is_better": True, "model": 0.5,
+                "model_ema": 0.4, "handcrafted": 0.3, "random_init": 0.2, "wins": True,
+                "probe": {}, "details": {}}},
+            "extensions": {}}
+  good_eval = _script(f"""
+      import json, pathlib
+      out = pathlib.Path({str(workdir / "eval" / "3")!r})
+      out.mkdir(parents=True, exist_ok=True)
+      (out / "report.json").write_text({json.dumps(report)!r})""")
+  bad_eval = _script("import sys; print('eval broke'); sys.exit(3)")
+  evals = iter([bad_eval, good_eval, good_eval])
+  monkeypatch.setattr(sweep_lib, "train_command", lambda *a: train)
+  monkeypatch.setattr(sweep_lib, "eval_command", lambda *a: next(evals))
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    runner = sweep_lib.Runner()
+    failed = runner.run(sweep, point, tmp_path, "shards")
+    assert failed["state"] == "failed" and failed["stage"] == "eval" and failed["rc"] == 3
+    assert "eval broke" in failed["log_tail"]
+    assert (workdir / "trained.json").exists() and not (workdir / "point.json").exists()
+
+    done = runner.run(sweep, point, tmp_path, "shards")
+    assert done["state"] == "done" and "wall_s" not in done and done["eval_s"] > 0
+    assert trainings.read_text() == "trained\n"  # trained once
+    record = json.loads((workdir / "point.json").read_text())
+    assert record["val"] == {"val/loss": 1.5} and record["train_loss"] == 2.0
+    e = record["eval"]
+    assert e["definition"] == sweep["eval"] and e["step"] == 3 and e["split"] == "test"
+    assert e["significant_wins"] == 1 and e["report"] == "eval/3/report.json"
+    assert e["tasks"] == {"timeline_action": {
+        "metric": "macro_f1", "higher_is_better": True, "model": 0.5, "model_ema": 0.4,
+        "handcrafted": 0.3, "random_init": 0.2, "wins": True}}
+    assert runner.run(sweep, point, tmp_path, "shards") == {"state": "done",
+                                                            "skipped": True}
+    # another eval job (e.g. added to a finished sweep): evaluated again, not retrained
+    other = {"eval": {"config": "tests/sweep_eval.py", "set": ["seed=1"]}}
+    assert runner.run(other, point, tmp_path, "shards")["state"] == "done"
+    assert trainings.read_text() == "trained\n"
+    assert json.loads((workdir / "point.json").read_text())["eval"]["definition"] == \
+        other["eval"]
+    assert (workdir / "eval.log").read_text().count("\n$ ") == 3
+  finally:
+    for s, h in handlers.items():
+      signal.signal(s, h)

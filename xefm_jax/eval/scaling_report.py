@@ -15,6 +15,9 @@ What it fits, and on what:
     beyond), and a fit N_opt = k C^c only with 3 or more interior optima.
   * Extrapolation to the stage configs' planned compute, marked as such with the factor
     beyond the fitted range, the predicted loss and its bootstrap interval.
+  * The eval tasks (points evaluated by the sweep's eval job, launch/sweep.py
+    --eval_config): each task's headline score per point beside its compute, and the
+    baselines', tabulated and plotted against compute per size; nothing fitted.
 """
 
 from __future__ import annotations
@@ -40,6 +43,43 @@ def load_points(sweep_dir: pathlib.Path) -> tuple[dict[str, Any], list[dict[str,
     if path.exists():
       points.append(json.loads(path.read_text()))
   return sweep, points
+
+
+FEATURE_SETS = ("model", "model_ema", "handcrafted", "random_init")
+
+
+def task_scores(sweep: dict[str, Any], points: list[dict[str, Any]]
+                ) -> dict[str, Any] | None:
+  """The eval tasks' headline scores of the points that have an `eval` block (point.json,
+  launch/sweep.py), sizes in ladder order then budgets; None when no point has one.
+
+  {"names": tasks in the eval report's order, "metrics": {task: {metric, higher_is_better}},
+   "points": [{point, variant, budget, compute, params, step, split, significant_wins,
+               "model" | "model_ema" | "handcrafted" | "random_init": {task: score}}]}"""
+  evaluated = [p for p in points if p.get("eval")]
+  if not evaluated:
+    return None
+  order = sweep["variants"]
+  evaluated.sort(key=lambda p: (order.index(p["variant"]) if p["variant"] in order
+                                else len(order), p["budget"]))
+  names: list[str] = []
+  metrics: dict[str, dict[str, Any]] = {}
+  rows = []
+  for p in evaluated:
+    tasks = p["eval"]["tasks"]
+    for n, e in tasks.items():
+      if n not in metrics:
+        names.append(n)
+        metrics[n] = {"metric": e["metric"], "higher_is_better": e["higher_is_better"]}
+    row = {"point": p["name"], "variant": p["variant"], "budget": p["budget"],
+           "compute": p["compute"],
+           "params": sweep["sizes"].get(p["variant"], {}).get("params_backbone"),
+           "step": p["eval"].get("step"), "split": p["eval"].get("split"),
+           "significant_wins": p["eval"].get("significant_wins")}
+    for fs in FEATURE_SETS:
+      row[fs] = {n: e[fs] for n, e in tasks.items() if fs in e}
+    rows.append(row)
+  return {"names": names, "metrics": metrics, "points": rows}
 
 
 def _fit(x: list[float], y: list[float]) -> dict[str, Any] | None:
@@ -124,7 +164,8 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
           "loss_vs_compute": law, "per_objective": per_objective,
           "fixed_tokens": {"step": int(step), "tokens": int(step) * next(
               iter(sizes.values()))["tokens_per_step"], "loss": at_step, "fit": n_law},
-          "compute_optimal": optimal, "n_opt_fit": n_opt, "extrapolation": extrapolation}
+          "compute_optimal": optimal, "n_opt_fit": n_opt, "extrapolation": extrapolation,
+          "tasks": task_scores(sweep, points)}
 
 
 def _save(fig, ax, path: pathlib.Path) -> str:
@@ -202,7 +243,60 @@ def _plots(sweep_dir: pathlib.Path, sweep: dict[str, Any], result: dict[str, Any
     ax.set(xscale="log", xlabel="model FLOPs (train)", ylabel="val text->window R@1",
            title="retrieval probe vs compute")
     files.append(_save(fig, ax, sweep_dir / "probe_vs_flops.png"))
+  if result["tasks"]:
+    files.append(tasks_plot(sweep_dir / "tasks_vs_flops.png", sweep["variants"],
+                            result["tasks"]))
   return files
+
+
+def _task_title(name: str, metric: dict[str, Any]) -> str:
+  return f"{name} ({metric['metric']}{'' if metric['higher_is_better'] else ', lower better'})"
+
+
+def tasks_plot(path: pathlib.Path, variants: list[str], tasks: dict[str, Any]) -> str:
+  """One panel per task: the model's score against compute per size (log x); the
+  hand-crafted baseline grey and dotted, each size's random init dashed in its colour."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = tasks["names"]
+  cols = min(5, len(names))
+  rows_n = -(-len(names) // cols)
+  fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.6 * rows_n), squeeze=False)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for ax, name in zip(axes.flat, names):
+    handcrafted = [r["handcrafted"][name] for r in tasks["points"]
+                   if r["handcrafted"].get(name) is not None]
+    if handcrafted:
+      ax.axhline(float(np.mean(handcrafted)), color="gray", ls=":", label="hand-crafted")
+    for i, v in enumerate(variants):
+      rows = sorted((r for r in tasks["points"] if r["variant"] == v
+                     and r["model"].get(name) is not None), key=lambda r: r["compute"])
+      if not rows:
+        continue
+      color = colors[i % len(colors)]
+      ax.plot([r["compute"] for r in rows], [r["model"][name] for r in rows], "o-",
+              color=color, label=v)
+      random = [r["random_init"][name] for r in rows if r["random_init"].get(name) is not None]
+      if random:
+        ax.axhline(float(np.mean(random)), color=color, ls="--", alpha=0.5, lw=0.8,
+                   label=f"{v} random init")
+    ax.set_xscale("log")
+    ax.set_title(_task_title(name, tasks["metrics"][name]), fontsize=8)
+    ax.tick_params(labelsize=7)
+  spare = list(axes.flat)[len(names):]
+  for ax in spare:
+    ax.axis("off")
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  (spare[0] if spare else axes.flat[0]).legend(handles, labels, fontsize=6,
+                                               loc="center" if spare else "best")
+  fig.supxlabel("model FLOPs (train)", fontsize=9)
+  fig.suptitle("eval tasks vs compute, per size (split: "
+               f"{', '.join(sorted({str(r['split']) for r in tasks['points']}))})", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path.name
 
 
 def _interval(fit: dict[str, Any] | None) -> str:
@@ -214,6 +308,44 @@ def _interval(fit: dict[str, Any] | None) -> str:
     text += (f", irreducible e = {fit['e']:.4g} [{fit['e_interval'][0]:.4g}, "
              f"{fit['e_interval'][1]:.4g}]")
   return text + f"; {fit['points']} points, rms log residual {fit['rms_log']:.4f}"
+
+
+def _score(x: Any) -> str:
+  return "n/a" if x is None else f"{x:.3f}"
+
+
+def tasks_markdown(sweep: dict[str, Any], tasks: dict[str, Any]) -> list[str]:
+  """The "## Eval tasks" section: a row per evaluated point, a column per task."""
+  names = tasks["names"]
+  rows = tasks["points"]
+  definition = sweep.get("eval") or {}
+  lines = ["## Eval tasks", "",
+           f"{len(rows)} of {len(sweep['points'])} points evaluated "
+           f"(`{definition.get('config', '?')}`"
+           + "".join(f", `{x}`" for x in definition.get("set", [])) + ") on the "
+           f"{', '.join(sorted({str(r['split']) for r in rows}))} split of their last "
+           "checkpoint; each task's headline metric for the trained trunk, as "
+           "launch/eval.py reports it (SWEEP/<point>/eval/<step>/report.md for the "
+           "intervals). Below the points, the baselines: hand-crafted window statistics "
+           "(the same for every size) and each size's random init. Wins: tasks where the "
+           "trunk beats both baselines with 95% intervals above zero.", "",
+           "| size | budget | compute (FLOPs) | wins | "
+           + " | ".join(_task_title(n, tasks["metrics"][n]) for n in names) + " |",
+           "|---|---:|---:|---:|" + "---:|" * len(names)]
+  for r in rows:
+    lines.append(f"| {r['variant']} | {r['budget']:.3g} | {r['compute']:.3g} | "
+                 f"{'n/a' if r['significant_wins'] is None else r['significant_wins']} | "
+                 + " | ".join(_score(r["model"].get(n)) for n in names) + " |")
+  if any(r["handcrafted"] for r in rows):
+    first = next(r for r in rows if r["handcrafted"])
+    lines.append("| hand-crafted | | | | "
+                 + " | ".join(_score(first["handcrafted"].get(n)) for n in names) + " |")
+  for v in sweep["variants"]:
+    first = next((r for r in rows if r["variant"] == v and r["random_init"]), None)
+    if first is not None:
+      lines.append(f"| random init {v} | | | | "
+                   + " | ".join(_score(first["random_init"].get(n)) for n in names) + " |")
+  return lines
 
 
 def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) -> str:
@@ -304,6 +436,8 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
                    "falls towards zero loss as compute grows: these predictions are "
                    "lower bounds with no practical meaning, not estimates. A sweep reaching "
                    "the curve's bend (larger budgets) is what would give a usable one.")
+  if result["tasks"]:
+    lines += [""] + tasks_markdown(sweep, result["tasks"])
   lines += ["", "## Plots", ""] + [f"![{f}]({f})" for f in files]
   return "\n".join(lines) + "\n"
 
