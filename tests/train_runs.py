@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -20,7 +21,8 @@ FLAGS = ["--config=configs/local.py:tiny", "--config.train.log_every=1",
          "--config.data.read_threads=2", "--config.data.prefetch=2",
          # MFU against a fixed peak: measuring one costs seconds per launch
          "--config.train.peak_flops_per_device=2e10"]
-TIMEOUT = 600
+# Seconds a launcher run may take (XEFM_TEST_TIMEOUT: more on a loaded machine).
+TIMEOUT = int(os.environ.get("XEFM_TEST_TIMEOUT", "600"))
 
 
 @contextlib.contextmanager
