@@ -218,8 +218,10 @@ def covariance_penalty(x: Array, valid: Array, standardise: bool = True, eps: fl
                        ) -> Array:
   """VICReg's covariance term: the sum of the squared off-diagonal entries of the (B, E)
   features' covariance over valid samples, divided by E. standardise: of their correlation
-  instead (each column centred and divided by its std first), so the penalty does not
-  depend on the features' scale and cannot be lowered by shrinking them. 0 for
+  instead (each column centred and divided by sqrt(var + eps) first), so the penalty
+  does not depend on the features' scale (for variances well above eps; a column far below
+  it fades out of the term, and the variance hinge is what lifts it) and cannot be lowered
+  by shrinking them. 0 for
   decorrelated features (up to sampling noise: with n samples and E > n columns the
   correlation matrix has rank n - 1, so the least value is about E / (n - 1) - 1);
   E - 1 for rank-1 features when standardised.
@@ -251,11 +253,12 @@ def batch_rank(x: Array, valid: Array) -> Array:
   """exp(entropy of the principal components' variance shares) of the valid rows of x
   (B, E): the effective rank of the batch (at most its number of rows; what
   benchmarks/grounding.py measures on the whole train split), from the (B, B) Gram
-  matrix."""
+  matrix or the (E, E) scatter matrix, whichever is smaller (the same nonzero spectrum)."""
   w = valid.astype(jnp.float32)[:, None]
   x = x.astype(jnp.float32)
   xc = (x - jnp.sum(x * w, 0) / jnp.maximum(jnp.sum(w), 1.0)) * w
-  eig = jnp.maximum(jnp.linalg.eigvalsh(xc @ xc.T), 0.0)
+  eig = jnp.maximum(jnp.linalg.eigvalsh(xc @ xc.T if x.shape[0] < x.shape[1] else xc.T @ xc),
+                    0.0)
   p = eig / jnp.maximum(jnp.sum(eig), 1e-30)
   return jnp.exp(-jnp.sum(p * jnp.log(p + 1e-30)))
 
