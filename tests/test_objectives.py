@@ -34,6 +34,7 @@ from xefm_jax.train import loop
 OBJECTIVES = ("captioning", "contact", "contrastive", "forecasting", "future_state",
               "masked_modeling", "policy", "procedure", "vicreg")
 PARAMETERLESS = ("vicreg",)  # a loss on the trunk's output, no head
+OFF_BY_DEFAULT = ("vicreg",)  # weight 0 in configs/common.py until measured (RESULTS.md)
 UNHIDDEN = tuple(n for n in OBJECTIVES if n != "masked_modeling")
 STEPS = 25
 LEARNING_RATE = 2e-3
@@ -348,7 +349,7 @@ def test_configs_name_registered_objectives_and_readouts_fall_back():
   assert set(cfg.objectives) == set(OBJECTIVES)
   for name in cfg.objectives:
     assert base.get_objective(name).__name__
-    assert cfg.objectives[name].weight > 0
+    assert cfg.objectives[name].weight > 0 or name in OFF_BY_DEFAULT, name
   assert {"window", "future", "policy"} <= set(cfg.model.fusion.readouts)
   out = type("Out", (), {"readouts": {"window": jnp.ones((2, 1, 4))},
                          "embedding": jnp.full((2, 4), 7.0)})()
