@@ -330,9 +330,9 @@ def objectives_config() -> ml_collections.ConfigDict:
   # across windows >= gamma (hinge), and the squared off-diagonal covariance / dim, of the
   # correlation when `standardise` (scale-free); against the dimensional collapse of the
   # embedding (effective rank 1.4 of 576 without it: benchmarks/grounding.py). The weights
-  # keep VICReg's 25 : 1 ratio of variance to covariance. Off by default until the README
-  # job's wins with it are measured (benchmarks/RESULTS.md "VICReg ..."): weight 1 lifts
-  # the effective rank from 1.4 to 20.3.
+  # keep VICReg's 25 : 1 ratio of variance to covariance. Off by default: at weight 1 the
+  # README job's effective rank rose from 1.4 to 20.3 but its wins did not (0 of 12, 0 of
+  # 20 against 1 of 20 without; benchmarks/RESULTS.md "VICReg ...").
   o.vicreg = ml_collections.ConfigDict(dict(weight=0.0, gamma=1.0, standardise=True,
                                             variance_weight=1.0, covariance_weight=0.04))
   return o
