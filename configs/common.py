@@ -325,6 +325,16 @@ def objectives_config() -> ml_collections.ConfigDict:
       weight=0.5, max_objects=4, next_horizon=o.procedure.get_ref("next_horizon"),
       contact_threshold=o.contact.get_ref("threshold"),
       decoder=head_stack(num_layers=2)))
+  # VICReg's variance and covariance terms on the window embedding that the evaluation
+  # probes (model.xefm.window_embedding), over the global batch: every dimension's std
+  # across windows >= gamma (hinge), and the squared off-diagonal covariance / dim, of the
+  # correlation when `standardise` (scale-free); against the dimensional collapse of the
+  # embedding (effective rank 1.4 of 576 without it: benchmarks/grounding.py). The weights
+  # keep VICReg's 25 : 1 ratio of variance to covariance. Off by default: at weight 1 the
+  # README job's effective rank rose from 1.4 to 20.3 but its wins did not (0 of 12, 0 of
+  # 20 against 1 of 20 without; benchmarks/RESULTS.md "VICReg ...").
+  o.vicreg = ml_collections.ConfigDict(dict(weight=0.0, gamma=1.0, standardise=True,
+                                            variance_weight=1.0, covariance_weight=0.04))
   return o
 
 

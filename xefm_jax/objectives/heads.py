@@ -214,6 +214,55 @@ def variance_hinge(x: Array, valid: Array, floor: float) -> Array:
   return jnp.where(jnp.sum(w) > 1, jnp.mean(hinge), 0.0)
 
 
+def covariance_penalty(x: Array, valid: Array, standardise: bool = True, eps: float = 1e-4
+                       ) -> Array:
+  """VICReg's covariance term: the sum of the squared off-diagonal entries of the (B, E)
+  features' covariance over valid samples, divided by E. standardise: of their correlation
+  instead (each column centred and divided by sqrt(var + eps) first), so the penalty
+  does not depend on the features' scale (for variances well above eps; a column far below
+  it fades out of the term, and the variance hinge is what lifts it) and cannot be lowered
+  by shrinking them. 0 for
+  decorrelated features (up to sampling noise: with n samples and E > n columns the
+  correlation matrix has rank n - 1, so the least value is about E / (n - 1) - 1);
+  E - 1 for rank-1 features when standardised.
+
+  Batch statistics over the whole array: under jit with the batch sharded over the data
+  axes, XLA reduces across devices. The Frobenius norm is taken through the (B, B) Gram
+  matrix when B < E (the same value: ||X^T X||_F = ||X X^T||_F)."""
+  w = valid.astype(jnp.float32)[:, None]  # (B, 1)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  x = x.astype(jnp.float32)
+  mean = jnp.sum(x * w, 0) / n
+  xc = (x - mean) * w
+  var = jnp.sum(jnp.square(xc), 0) / jnp.maximum(n - 1.0, 1.0)  # (E,)
+  if standardise:
+    xc = xc * jax.lax.rsqrt(var + eps)
+    var = var / (var + eps)
+  rows, dim = x.shape
+  if rows < dim:
+    gram = xc @ xc.T  # (B, B)
+    total = jnp.sum(jnp.square(gram)) / jnp.square(jnp.maximum(n - 1.0, 1.0))
+  else:
+    cov = xc.T @ xc / jnp.maximum(n - 1.0, 1.0)  # (E, E)
+    total = jnp.sum(jnp.square(cov))
+  off = (total - jnp.sum(jnp.square(var))) / dim
+  return jnp.where(jnp.sum(w) > 1, off, 0.0)
+
+
+def batch_rank(x: Array, valid: Array) -> Array:
+  """exp(entropy of the principal components' variance shares) of the valid rows of x
+  (B, E): the effective rank of the batch (at most its number of rows; what
+  benchmarks/grounding.py measures on the whole train split), from the (B, B) Gram
+  matrix or the (E, E) scatter matrix, whichever is smaller (the same nonzero spectrum)."""
+  w = valid.astype(jnp.float32)[:, None]
+  x = x.astype(jnp.float32)
+  xc = (x - jnp.sum(x * w, 0) / jnp.maximum(jnp.sum(w), 1.0)) * w
+  eig = jnp.maximum(jnp.linalg.eigvalsh(xc @ xc.T if x.shape[0] < x.shape[1] else xc.T @ xc),
+                    0.0)
+  p = eig / jnp.maximum(jnp.sum(eig), 1e-30)
+  return jnp.exp(-jnp.sum(p * jnp.log(p + 1e-30)))
+
+
 def stack_config(cfg: Any, model_width: int) -> Any:
   """A head's transformer config (configs/common.py `transformer_config`) with its zeros
   resolved: width 0 -> the model width, capped at `max_width` when set (a decoder stays
