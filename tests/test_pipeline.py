@@ -144,8 +144,17 @@ def test_worker_processes_read_the_same_batches_and_resume(corpus, tmp_path):
   """Grain worker processes (data.worker_count, what the stage configs use so host reads do
   not compete with XLA's threads): the same batches as in-process reads, and the iterator
   state saved with the workers running restores the exact next batches."""
-  if not flags.FLAGS.is_parsed():  # launchers parse absl flags; Grain's workers read them
+  parsed = flags.FLAGS.is_parsed()  # launchers parse absl flags; Grain's workers read them
+  if not parsed:
     flags.FLAGS.mark_as_parsed()
+  try:
+    _worker_batches_match(corpus, tmp_path)
+  finally:
+    if not parsed:
+      flags.FLAGS.unparse_flags()
+
+
+def _worker_batches_match(corpus, tmp_path):
   def fresh(workers):
     return iter(pipeline.make_dataset(corpus, "train", _data_cfg(worker_count=workers),
                                       train=True, seed=2, process_index=0, process_count=1))
