@@ -13,7 +13,6 @@ otherwise), the session's compilation cache, and the light objectives of test_tr
 heads): a fixed schedule (--set optim.*) so both budgets of a size share one compiled step.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -27,6 +26,7 @@ import pytest
 
 from train_runs import ROOT, TIMEOUT, tail
 from test_train import LIGHT, only
+from xefm_jax.train import sweep as sweep_lib
 
 pytestmark = pytest.mark.slow
 
@@ -161,14 +161,6 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_e
   assert "failed points: " + bad.name in run.stdout
 
 
-def _launcher():
-  spec = importlib.util.spec_from_file_location("sweep_launcher",
-                                                ROOT / "launch" / "sweep.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _script(code: str) -> list[str]:
   return [sys.executable, "-c", textwrap.dedent(code)]
 
@@ -179,7 +171,6 @@ def test_a_trained_point_is_evaluated_and_a_failed_eval_does_not_retrain(tmp_pat
   writes trained.json; a failing eval is recorded (stage, log tail) without point.json;
   the retry evaluates without retraining and writes point.json with the tasks' headline
   scores; a finished point is skipped; another eval definition re-evaluates it."""
-  sweep_lib = _launcher()
   workdir = tmp_path / "p"
   point = {"name": "p", "variant": "t0", "budget": 1.0, "steps": 3, "compute": 3.0,
            "tokens": 30}
