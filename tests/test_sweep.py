@@ -4,16 +4,15 @@ its process group: the sweep and its running point) once two points finished and
 committed a checkpoint, then run again: the finished points are skipped, the killed one
 resumes from its checkpoint, the last runs; an eval job added to the finished sweep
 evaluates one point (--point_index) without retraining it, and --report writes report.md,
-report.json and the plots, its eval-task table with that point. A second test: a failing
-point is recorded and the sweep goes on; a third, the runner's train-then-eval protocol with
-stand-in commands.
+report.json and the plots, its eval-task table with that point. On the resumed run the last
+point's trainer fails: it is recorded and the sweep goes on; the next run trains it. A
+second test: the runner's train-then-eval protocol with stand-in commands.
 
 One simulated device (conftest.train_env: XLA:CPU collectives of launcher runs deadlock
 otherwise), the session's compilation cache, and the light objectives of test_train (MLP
 heads): a fixed schedule (--set optim.*) so both budgets of a size share one compiled step.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -27,6 +26,7 @@ import pytest
 
 from train_runs import ROOT, TIMEOUT, tail
 from test_train import LIGHT, only
+from xefm_jax.train import sweep as sweep_lib
 
 pytestmark = pytest.mark.slow
 
@@ -72,17 +72,35 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
   assert (sweep_dir / points[1]["name"] / "point.json").exists()
   assert not (sweep_dir / killed / "point.json").exists()
 
-  # resume: the same command
+  # resume: the same command, with the last point's run directory made unusable (its
+  # checkpoints path a file), so its trainer exits non-zero: the sweep records the exit and
+  # the log tail and goes on; the next run trains it
+  bad = sweep_dir / points[3]["name"]
+  bad.mkdir()
+  (bad / "checkpoints").write_text("not a directory")
   rerun = subprocess.run(sweep_cmd(sweep_dir, shard_corpus), cwd=ROOT, env=train_env,
                          capture_output=True, text=True, timeout=TIMEOUT)
   assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
   status = json.loads((sweep_dir / "status.json").read_text())
+  assert list(status) == [p["name"] for p in points]
   for p in points[:2]:
     assert status[p["name"]] == {"state": "done", "skipped": True}
+  assert status[killed]["state"] == "done"
+  failed = status[bad.name]
+  assert failed["state"] == "failed" and failed["rc"] != 0 and "checkpoints" in failed["log_tail"]
+  assert "failed points: " + bad.name in rerun.stdout
+  (bad / "checkpoints").unlink()
+  again = subprocess.run(sweep_cmd(sweep_dir, shard_corpus), cwd=ROOT, env=train_env,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+  assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+  status = json.loads((sweep_dir / "status.json").read_text())
   assert all(status[p["name"]]["state"] == "done" for p in points)
+  assert [status[p["name"]].get("skipped") for p in points] == [True, True, True, None]
+  assert "failed points" not in again.stdout
   # the finished points' trainers ran once; the killed one twice, resuming at step 10
   for p in points[:2]:
     assert (sweep_dir / p["name"] / "train.log").read_text().count("\n$ ") == 1
+  assert (bad / "train.log").read_text().count("\n$ ") == 2  # failed, then trained
   log = (sweep_dir / killed / "train.log").read_text()
   assert log.count("\n$ ") == 2 and "restored step 10" in log
   records = [json.loads((sweep_dir / p["name"] / "point.json").read_text()) for p in points]
@@ -139,36 +157,6 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
   assert (sweep_dir / "tasks_vs_flops.png").stat().st_size > 0
 
 
-def test_a_failing_point_is_recorded_and_the_sweep_goes_on(shard_corpus, train_env,
-                                                          tmp_path):
-  """The first point's run directory is unusable (its checkpoints path is a file), so its
-  trainer exits non-zero: the sweep records the exit and the log tail in status.json,
-  still trains the next point, and a later report covers the finished one."""
-  sweep_dir = tmp_path / "sweep"
-  cmd = sweep_cmd(sweep_dir, shard_corpus)
-  cmd[cmd.index("--variants=t0,t1")] = "--variants=t0"
-  bad = sweep_dir / "t0_8e08"
-  bad.mkdir(parents=True)
-  (bad / "checkpoints").write_text("not a directory")
-  run = subprocess.run(cmd, cwd=ROOT, env=train_env, capture_output=True, text=True,
-                       timeout=TIMEOUT)
-  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-  status = json.loads((sweep_dir / "status.json").read_text())
-  assert list(status) == [bad.name, "t0_1.6e09"]
-  failed, done = status.values()
-  assert failed["state"] == "failed" and failed["rc"] != 0 and "checkpoints" in failed["log_tail"]
-  assert done["state"] == "done"
-  assert "failed points: " + bad.name in run.stdout
-
-
-def _launcher():
-  spec = importlib.util.spec_from_file_location("sweep_launcher",
-                                                ROOT / "launch" / "sweep.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _script(code: str) -> list[str]:
   return [sys.executable, "-c", textwrap.dedent(code)]
 
@@ -179,7 +167,6 @@ def test_a_trained_point_is_evaluated_and_a_failed_eval_does_not_retrain(tmp_pat
   writes trained.json; a failing eval is recorded (stage, log tail) without point.json;
   the retry evaluates without retraining and writes point.json with the tasks' headline
   scores; a finished point is skipped; another eval definition re-evaluates it."""
-  sweep_lib = _launcher()
   workdir = tmp_path / "p"
   point = {"name": "p", "variant": "t0", "budget": 1.0, "steps": 3, "compute": 3.0,
            "tokens": 30}

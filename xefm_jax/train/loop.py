@@ -246,9 +246,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
             workdir / "profile")
 
       if done % cfg.log_every == 0 or done == cfg.steps or done == start + 1:
+        metrics = dict(metrics, param_norm=step_lib.param_norm(state.params))
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not np.isfinite(metrics.get("param_norm", 0.0)):
-          del metrics["param_norm"]  # computed on the step's log_every multiples only
         elapsed = time.perf_counter() - last_time
         seconds_per_step = elapsed / since
         metrics.update(steps_per_s=1.0 / seconds_per_step, data_wait_s=data_wait / since,

@@ -90,7 +90,6 @@ def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransfo
   needs_target = pretrainer.needs_target
   k = int(config.optim.grad_accum)
   decay = float(config.train.ema_decay)
-  log_every, total_steps = max(int(config.train.log_every), 1), int(config.train.steps)
   impl = config.train.rng_impl
   treedef = jax.tree.structure(shardings.params)
   frozen = jax.tree.leaves(optimizer.frozen_mask(shardings.params, config.optim))
@@ -156,20 +155,24 @@ def make_train_step(config: ml_collections.ConfigDict, tx: optax.GradientTransfo
     skipped = (~finite).astype(jnp.int32)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema=ema, skipped=state.skipped + skipped)
-    # The parameter norm is a full pass over the parameters: only on the steps the loop
-    # logs at every log_every (NaN elsewhere; the loop drops it there)
-    done = state.step + 1
-    log_step = (done % log_every == 0) | (done == total_steps)
-    param_norm = jax.lax.cond(log_step, optax.tree.norm,
-                              lambda _: jnp.full((), jnp.nan, jnp.float32), params)
+    # The parameter norm (a full pass over the parameters) is not computed here: the loop
+    # asks for it on the steps it logs (`param_norm`), so neither the run's length nor its
+    # log interval enters the compiled step (runs of any length share one compiled program)
     metrics = dict(metrics)
     metrics.update(
         lr=lr(state.step - state.skipped),  # the rate this update used (optax's own count)
-        grad_norm=grad_norm, param_norm=param_norm,
+        grad_norm=grad_norm,
         skipped=skipped.astype(jnp.float32), skipped_total=new_state.skipped)
     return new_state, metrics
 
   return train_step
+
+
+@jax.jit
+def param_norm(params: PyTree) -> jax.Array:
+  """The global L2 norm of the parameters (each device reduces its own shards): the loop
+  calls it on the steps it logs."""
+  return optax.tree.norm(params)
 
 
 def jit_train_step(step_fn: Callable, shardings: TrainState, batch_shardings: PyTree):
