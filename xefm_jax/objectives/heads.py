@@ -201,17 +201,23 @@ def overlapping_windows(batch: Any, frames: int) -> Array:
   return same & close & ~jnp.eye(episode.shape[0], dtype=jnp.bool_)
 
 
+def _centred(x: Array, valid: Array) -> tuple[Array, Array]:
+  """(x - the mean of its valid rows, zero on invalid rows; the count of valid rows) for
+  x (B, E) in float32: the batch statistics of the VICReg terms and the batch rank."""
+  w = valid.astype(jnp.float32)[:, None]  # (B, 1)
+  count = jnp.sum(w)
+  x = x.astype(jnp.float32)
+  return (x - jnp.sum(x * w, 0) / jnp.maximum(count, 1.0)) * w, count
+
+
 def variance_hinge(x: Array, valid: Array, floor: float) -> Array:
   """VICReg's variance term: mean over features of relu(floor - std over valid samples).
   x: (B, E); valid: (B,). Keeps a prediction or representation from collapsing to one
   point (every sample the same)."""
-  w = valid.astype(jnp.float32)[:, None]  # (B, 1)
-  n = jnp.maximum(jnp.sum(w), 1.0)
-  x = x.astype(jnp.float32)
-  mean = jnp.sum(x * w, 0) / n
-  var = jnp.sum(jnp.square(x - mean) * w, 0) / jnp.maximum(n - 1.0, 1.0)
+  xc, n = _centred(x, valid)
+  var = jnp.sum(jnp.square(xc), 0) / jnp.maximum(n - 1.0, 1.0)
   hinge = jax.nn.relu(floor - jnp.sqrt(var + 1e-4))
-  return jnp.where(jnp.sum(w) > 1, jnp.mean(hinge), 0.0)
+  return jnp.where(n > 1, jnp.mean(hinge), 0.0)
 
 
 def covariance_penalty(x: Array, valid: Array, standardise: bool = True, eps: float = 1e-4
@@ -229,11 +235,7 @@ def covariance_penalty(x: Array, valid: Array, standardise: bool = True, eps: fl
   Batch statistics over the whole array: under jit with the batch sharded over the data
   axes, XLA reduces across devices. The Frobenius norm is taken through the (B, B) Gram
   matrix when B < E (the same value: ||X^T X||_F = ||X X^T||_F)."""
-  w = valid.astype(jnp.float32)[:, None]  # (B, 1)
-  n = jnp.maximum(jnp.sum(w), 1.0)
-  x = x.astype(jnp.float32)
-  mean = jnp.sum(x * w, 0) / n
-  xc = (x - mean) * w
+  xc, n = _centred(x, valid)
   var = jnp.sum(jnp.square(xc), 0) / jnp.maximum(n - 1.0, 1.0)  # (E,)
   if standardise:
     xc = xc * jax.lax.rsqrt(var + eps)
@@ -246,7 +248,7 @@ def covariance_penalty(x: Array, valid: Array, standardise: bool = True, eps: fl
     cov = xc.T @ xc / jnp.maximum(n - 1.0, 1.0)  # (E, E)
     total = jnp.sum(jnp.square(cov))
   off = (total - jnp.sum(jnp.square(var))) / dim
-  return jnp.where(jnp.sum(w) > 1, off, 0.0)
+  return jnp.where(n > 1, off, 0.0)
 
 
 def batch_rank(x: Array, valid: Array) -> Array:
@@ -254,9 +256,7 @@ def batch_rank(x: Array, valid: Array) -> Array:
   (B, E): the effective rank of the batch (at most its number of rows; what
   benchmarks/grounding.py measures on the whole train split), from the (B, B) Gram
   matrix or the (E, E) scatter matrix, whichever is smaller (the same nonzero spectrum)."""
-  w = valid.astype(jnp.float32)[:, None]
-  x = x.astype(jnp.float32)
-  xc = (x - jnp.sum(x * w, 0) / jnp.maximum(jnp.sum(w), 1.0)) * w
+  xc, _ = _centred(x, valid)
   eig = jnp.maximum(jnp.linalg.eigvalsh(xc @ xc.T if x.shape[0] < x.shape[1] else xc.T @ xc),
                     0.0)
   p = eig / jnp.maximum(jnp.sum(eig), 1e-30)
