@@ -69,10 +69,12 @@ def main() -> None:
   peak_before = flops_lib.measure_matmul_peak(dtype)
   state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
   start = time.perf_counter()
-  step = plan.lower().compile()
+  traced = plan.trace()
+  with sharding.activate(mesh, rules):
+    step = traced.lower().compile()
   compile_s = time.perf_counter() - start
   step_flops = flops_lib.step_flops(step, jax.device_count())
-  model_flops = flops_lib.model_flops(config)
+  model_flops = flops_lib.step_model_flops(config, traced.jaxpr)  # as the training log
   batches = [jax.device_put(spec_lib.fake_batch(window, config.data.batch_size, seed=i),
                             batch_shardings) for i in range(4)]
   for i in range(3):  # warm up

@@ -39,7 +39,9 @@ BUDGETS = "8e8,1.6e9"
 
 def sweep_cmd(sweep_dir: pathlib.Path, shards: pathlib.Path, *extra: str) -> list[str]:
   sets = ["train.peak_flops_per_device=2e10", "data.read_threads=2", "data.prefetch=2",
-          "optim.warmup_steps=1", "optim.decay_steps=40",
+          # test_train's schedule: t1 (the tiny model) with the LIGHT objectives is then
+          # the program of test_train's light runs, compiled once for both (the cache)
+          "optim.warmup_steps=2", "optim.decay_steps=20",
           f"data.shards={shards}"]
   sets += [flag.removeprefix("--config.") for flag in only(*LIGHT)]
   return [sys.executable, str(ROOT / "launch" / "sweep.py"),

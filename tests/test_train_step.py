@@ -183,6 +183,14 @@ def test_step_flops_count_loop_bodies_by_their_trip_count():
   assert flops.step_flops(a, 8) == pytest.approx(flops.step_flops(b, 8), rel=0.1)
 
 
+def _compile_once(fn, *args):
+  """fn(*args) for a program that runs once: jitted and compiled with XLA's backend
+  optimisations off."""
+  compiled = jax.jit(fn).lower(*args).compile(
+      compiler_options={"xla_backend_optimization_level": 0})
+  return compiled(*args)
+
+
 @pytest.mark.slow
 def test_eval_step_is_one_pass_with_the_scored_heads_and_agrees_with_the_full_forward():
   config = local.get_config("tiny")
@@ -191,19 +199,23 @@ def test_eval_step_is_one_pass_with_the_scored_heads_and_agrees_with_the_full_fo
   batch = spec.fake_batch(window, config.data.batch_size, seed=3)
   pretrainer = Pretrainer(config)
   target = jax.tree.map(jnp.zeros_like, state_lib.target_shapes(config, batch))
-  params = jax.jit(lambda: pretrainer.init(  # eager, each initialiser compiles alone: 2 min
-      {"params": jax.random.key(0), "masking": jax.random.key(1),
-       "dropout": jax.random.key(2)}, batch, target, train=True)["params"])()
+
+  def key(seed):  # the cheap generator of the tiny config: threefry's init compiles ~2x longer
+    return jax.random.key(seed, impl="unsafe_rbg")
+  # each program runs once: compiled with XLA's backend optimisations off (about half the
+  # compile time); eager, each initialiser would compile alone (2 min)
+  params = _compile_once(lambda: pretrainer.init(
+      {"params": key(0), "masking": key(1), "dropout": key(2)}, batch, target,
+      train=True)["params"])
   eval_step = step_lib.make_eval_step(config)
 
-  @jax.jit
   def both(params, batch):
     target = step_lib.ema_target(config, params["model"], batch)
     full = pretrainer.apply({"params": params}, batch, target, train=False)[1]
     embeddings = pretrainer.apply({"params": params}, batch, method=Pretrainer.predict)
     return eval_step(params, params["model"], batch), full, embeddings["contrastive"]
 
-  out, full, embeddings = jax.device_get(both(params, batch))
+  out, full, embeddings = jax.device_get(_compile_once(both, params, batch))
   unscored = {n for n in config.objectives
               if not objectives_base.get_objective(n).scored_in_eval}
   assert unscored and not any(k.split("/")[0] in unscored for k in out["metrics"])
@@ -230,9 +242,45 @@ def test_jaxpr_matmul_count_is_forward_plus_the_backward_the_gradient_needs():
       forward + backward)
 
 
-def test_model_flops_count_no_rematerialisation_and_grow_with_the_batch():
+LIGHT = ("contact", "future_state", "procedure")  # MLP heads and the EMA target: quick traces
+
+
+def _light_config() -> ml_collections.ConfigDict:
   config = local.get_config("tiny")
+  for name in config.objectives:
+    if name not in LIGHT:
+      config.objectives[name].weight = 0.0
   loop.without_corpus(config)
+  return config
+
+
+def test_model_flops_count_no_rematerialisation():
+  config = _light_config()
   base = flops.model_flops(config)
   config.model.fusion.remat_policy = "nothing_saveable"
   assert flops.model_flops(config) == base > 0
+
+
+def test_the_launcher_reads_model_flops_from_the_step_it_compiles():
+  """step_model_flops (the loop's count, from the step's own trace) equals model_flops when
+  the step rematerialises nothing; a jaxpr with jax.checkpoint is recognised, so a remat
+  step is counted by tracing the model afresh without it."""
+  config = _light_config()
+  mesh = mesh_lib.make_mesh(config.mesh)  # 8 devices: the jaxpr's shapes are global
+  rules = sharding.rules_from_config(config)
+  plan = step_lib.StepPlan.make(config, spec.WindowSpec.from_config(config.data), mesh, rules)
+  jaxpr = plan.trace().jaxpr
+  assert not flops.has_remat(jaxpr)
+  assert flops.step_model_flops(config, jaxpr) == flops.model_flops(config) > 0
+
+  def layer(w, x):
+    return jnp.tanh(x @ w)
+  args = (jnp.ones((4, 4)), jnp.ones((2, 4)))
+  plain = jax.make_jaxpr(jax.grad(lambda w, x: layer(w, x).sum()))(*args)
+  remat = jax.make_jaxpr(jax.grad(lambda w, x: jax.checkpoint(layer)(w, x).sum()))(*args)
+  nested = jax.make_jaxpr(jax.jit(jax.grad(
+      lambda w, x: jax.lax.scan(lambda c, _: (jax.checkpoint(layer)(w, c), None), x,
+                                None, length=2)[0].sum())))(*args)
+  assert not flops.has_remat(plain) and flops.has_remat(remat) and flops.has_remat(nested)
+  # the remat program recomputes the forward: more dots than the model needs
+  assert flops.jaxpr_dot_flops(remat) > flops.jaxpr_dot_flops(plain)

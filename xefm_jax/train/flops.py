@@ -337,6 +337,31 @@ def model_flops(config: Any, batch_size: Optional[int] = None) -> float:
   return jaxpr_dot_flops(jax.make_jaxpr(jax.value_and_grad(loss))(trained, fixed, batch))
 
 
+def has_remat(jaxpr: Any) -> bool:
+  """Whether a jaxpr (sub-jaxprs included) rematerialises anything (jax.checkpoint)."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ("checkpoint", "remat", "remat2"):
+      return True
+    for value in eqn.params.values():
+      for v in (value if isinstance(value, (tuple, list)) else (value,)):
+        if (hasattr(v, "eqns") or hasattr(getattr(v, "jaxpr", None), "eqns")) and has_remat(v):
+          return True
+  return False
+
+
+def step_model_flops(config: Any, step_jaxpr: Any) -> float:
+  """`model_flops(config)`, read from the train step's own jaxpr when that is the same
+  count: a step that rematerialises nothing and takes one microbatch computes exactly the
+  dots model_flops traces (the loss, its gradient with respect to the trained parameters,
+  the EMA target's forward; the optimizer and the guard have none), so the launcher does
+  not trace the model a second time (seconds at tiny size, minutes at stage scale).
+  Otherwise the model is traced afresh without remat."""
+  if int(config.optim.grad_accum) == 1 and not has_remat(step_jaxpr):
+    return jaxpr_dot_flops(step_jaxpr)
+  return model_flops(config)
+
+
 def model_flops_per_window(config: Any) -> float:
   """Model FLOPs of training on one window, forward + backward, PaLM's definition:
   3 x the forward pass' matmul FLOPs (2 x matmul parameters x tokens + the attention

@@ -208,14 +208,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
 
   # The step, compiled ahead of time: its cost analysis gives the FLOPs for MFU.
   t0 = time.perf_counter()
-  lowered = plan.lower()
+  traced = plan.trace()
+  with sharding.activate(mesh, rules):
+    lowered = traced.lower()
   t1 = time.perf_counter()
   train_step = lowered.compile()  # from the persistent cache when one is configured
   t2 = time.perf_counter()
   eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(config), plan.shardings,
                                      batch_shardings)
   step_flops = flops_lib.step_flops(train_step, jax.device_count())
-  model_flops = flops_lib.model_flops(config)
+  model_flops = flops_lib.step_model_flops(config, traced.jaxpr)
   peak = flops_lib.peak(jax.devices(), jnp.dtype(config.model.dtype),
                         per_device=float(cfg.peak_flops_per_device))
   log("train step traced in %.1f s, compiled in %.1f s: %.3g GFLOP per step of the model "

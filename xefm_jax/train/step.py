@@ -247,8 +247,9 @@ class StepPlan:
                NamedSharding(mesh, sharding.batch_spec(rules)),
                sharding.batch_shardings(batch_shapes, mesh, rules))
 
-  def lower(self) -> Any:
-    """The jitted train step lowered from abstract arguments (`.compile()` it)."""
+  def trace(self) -> Any:
+    """The jitted train step traced from abstract arguments: `.jaxpr` is its program
+    (flops.step_model_flops reads it), `.lower().compile()` the executable."""
     abstract_batch = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_sharding),
         self.batch_shapes)
@@ -256,4 +257,9 @@ class StepPlan:
       step = jit_train_step(make_train_step(self.config, self.tx, self.lr, self.shardings,
                                             self.batch_sharding),
                             self.shardings, self.batch_shardings)
-      return step.lower(self.abstract, abstract_batch)
+      return step.trace(self.abstract, abstract_batch)
+
+  def lower(self) -> Any:
+    """The jitted train step lowered from abstract arguments (`.compile()` it)."""
+    with sharding.activate(self.mesh, self.rules):
+      return self.trace().lower()
