@@ -83,6 +83,8 @@ _EVAL_CONFIG = flags.DEFINE_string(
     "what SWEEP/sweep.json records (none for a new sweep: no eval).")
 _EVAL_SET = flags.DEFINE_multi_string(
     "eval_set", [], "key=value override of the eval config (--config.key=value of eval.py).")
+_RESAMPLES = flags.DEFINE_integer(
+    "resamples", 1000, "Bootstrap refits per fit of the report (its intervals).")
 _STAGES = flags.DEFINE_list(
     "stages", ["configs/stage1.py", "configs/stage2.py", "configs/stage3.py"],
     "Configs whose compute the report extrapolates to (model FLOPs per window x windows "
@@ -141,7 +143,7 @@ def main(argv):
   if _REPORT.value:
     from xefm_jax.eval import scaling_report  # pylint: disable=g-import-not-at-top
     scaling_report.write(sweep_dir, [sweep_lib.cached_stage_compute(sweep_dir, s)
-                                     for s in _STAGES.value])
+                                     for s in _STAGES.value], resamples=_RESAMPLES.value)
     return
   sweep = load_or_plan(sweep_dir)
   shards = shared_corpus(sweep_dir, sweep)

@@ -1,5 +1,5 @@
 """The scaling sweep end to end (launch/sweep.py, issue 17): a two-size x two-budget ladder
-(tests/sweep_ladder.py) on the test corpus, as a real subprocess that is killed (SIGKILL to
+(tests/motion_ladder.py) on the test corpus, as a real subprocess that is killed (SIGKILL to
 its process group: the sweep and its running point) once two points finished and the third
 committed a checkpoint, then run again: the finished points are skipped, the killed one
 resumes from its checkpoint, the last runs; an eval job added to the finished sweep
@@ -10,8 +10,8 @@ second test: the runner's train-then-eval protocol with stand-in commands.
 
 One simulated device (conftest.train_env: XLA:CPU collectives of launcher runs deadlock
 otherwise), the session's compilation cache, and the light objectives of test_train (MLP
-heads): a fixed schedule (--set optim.*) so both budgets of a size share one compiled step.
-"""
+heads) on its motion-side model: a fixed schedule (--set optim.*, test_train's) so both
+budgets of a size share one compiled step, and t1's is test_train's light program."""
 
 import json
 import os
@@ -30,11 +30,11 @@ from xefm_jax.train import sweep as sweep_lib
 
 pytestmark = pytest.mark.slow
 
-# model FLOPs per window (LIGHT objectives): t0 6.7 MFLOP, t1 18 MFLOP; 8 windows per step,
-# so these budgets are 5 to 30 steps per point (t0: 15 and 30, t1: 5 and 11). Points run
-# budget-major: t0_8e08, t1_8e08, t0_1.6e09 (killed after its checkpoint of step 10: the
-# sweep checkpoints every max(10, steps // 4) steps), t1_1.6e09.
-BUDGETS = "8e8,1.6e9"
+# model FLOPs per window (LIGHT objectives): t0 0.52 MFLOP, t1 1.8 MFLOP; 8 windows per
+# step, so these budgets are 5 to 36 steps per point (t0: 18 and 36, t1: 5 and 10). Points
+# run budget-major: t0_7.5e07, t1_7.5e07, t0_1.5e08 (killed after its checkpoint of step 10:
+# the sweep checkpoints every max(10, steps // 4) steps), t1_1.5e08.
+BUDGETS = "7.5e7,1.5e8"
 
 
 def sweep_cmd(sweep_dir: pathlib.Path, shards: pathlib.Path, *extra: str) -> list[str]:
@@ -45,7 +45,7 @@ def sweep_cmd(sweep_dir: pathlib.Path, shards: pathlib.Path, *extra: str) -> lis
           f"data.shards={shards}"]
   sets += [flag.removeprefix("--config.") for flag in only(*LIGHT)]
   return [sys.executable, str(ROOT / "launch" / "sweep.py"),
-          "--config=tests/sweep_ladder.py", "--variants=t0,t1", f"--budgets={BUDGETS}",
+          "--config=tests/motion_ladder.py", "--variants=t0,t1", f"--budgets={BUDGETS}",
           f"--sweep_dir={sweep_dir}", "--min_steps=2", "--eval_batches=1",
           *[f"--set={s}" for s in sets], *extra]
 
@@ -110,9 +110,9 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
     assert r["val"]["val/loss"] > 0 and str(r["steps"]) in r["val_by_step"]
   # a bigger budget of one size trains more steps; sizes differ in model FLOPs per window
   by_name = {r["name"]: r for r in records}
-  assert [p["name"] for p in points] == ["t0_8e08", "t1_8e08", "t0_1.6e09", "t1_1.6e09"]
-  assert by_name["t0_1.6e09"]["steps"] > by_name["t0_8e08"]["steps"]
-  assert by_name["t0_8e08"]["steps"] > by_name["t1_8e08"]["steps"] >= 5
+  assert [p["name"] for p in points] == ["t0_7.5e07", "t1_7.5e07", "t0_1.5e08", "t1_1.5e08"]
+  assert by_name["t0_1.5e08"]["steps"] > by_name["t0_7.5e07"]["steps"]
+  assert by_name["t0_7.5e07"]["steps"] > by_name["t1_7.5e07"]["steps"] >= 5
   sizes = json.loads((sweep_dir / "sweep.json").read_text())["sizes"]
   assert sizes["t1"]["model_flops_per_window"] > sizes["t0"]["model_flops_per_window"]
   assert sizes["t1"]["params_backbone"] > sizes["t0"]["params_backbone"]
@@ -140,12 +140,13 @@ def test_sweep_killed_mid_point_resumes_and_reports(shard_corpus, train_env, tmp
 
   report = subprocess.run(
       [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--sweep_dir={sweep_dir}",
-       "--report", "--stages=tests/sweep_ladder.py:t1"],
+       "--report", "--stages=configs/local.py:tiny", "--resamples=30"],
       cwd=ROOT, env=train_env, capture_output=True, text=True, timeout=TIMEOUT)
   assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
   text = (sweep_dir / "report.md").read_text()
   data = json.loads((sweep_dir / "report.json").read_text())
   assert len(data["points"]) == 4 and "loss_vs_flops.png" in data["plots"]
+  assert 0 < data["loss_vs_compute"]["resamples"] <= 30  # --resamples
   assert (sweep_dir / "loss_vs_flops.png").stat().st_size > 0
   for p in points:
     assert p["name"] in text

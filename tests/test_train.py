@@ -26,6 +26,7 @@ import tensorstore as ts
 from jax.sharding import PartitionSpec as P
 
 from configs import common, local
+import motion_ladder
 from xefm_jax.data import source
 from xefm_jax.objectives import base as objectives_base
 from xefm_jax.parallel import init as init_lib
@@ -33,15 +34,16 @@ from xefm_jax.parallel import mesh as mesh_lib
 from xefm_jax.parallel import sharding
 from xefm_jax.train import checkpoint, loop, optimizer
 from xefm_jax.train import state as state_lib
-from train_runs import (ROOT, STEPS, TIMEOUT, finish, launch, train_rows, wait_for_step,
-                        with_devices, locked)
+from train_runs import (MOTION, ROOT, STEPS, TIMEOUT, finish, launch, train_rows,
+                        wait_for_step, with_devices, locked)
 
 pytestmark = pytest.mark.slow
 # Tests that read the shared reference run go to one xdist worker (pyproject: --dist
 # loadgroup): the other keeps running the rest instead of waiting on the run's lock.
 REFERENCE_RUN = pytest.mark.xdist_group("reference_run")
-# The interrupted-run test trains these objectives only (MLP heads, the EMA target of
-# future_state included): a launch costs a third of an all-objective one.
+# The interrupted and damaged runs train these objectives only (MLP heads, the EMA target of
+# future_state included) of the motion-side model (MOTION, tests/motion_ladder.py): a launch
+# costs a fraction of an all-objective one of every modality (the reference run's).
 LIGHT = ("contact", "future_state", "procedure")
 
 
@@ -51,10 +53,10 @@ def only(*names: str) -> list[str]:
           if n not in names]
 
 
-def run_config(shards: pathlib.Path, objectives: tuple[str, ...] = ()):
-  """The config a launcher run with FLAGS (+ `only(*objectives)`) builds (sizes from the
-  corpus)."""
-  config = local.get_config("tiny")
+def run_config(shards: pathlib.Path, objectives: tuple[str, ...] = (), motion: bool = False):
+  """The config a launcher run with FLAGS (+ `only(*objectives)`; on MOTION if `motion`)
+  builds (sizes from the corpus)."""
+  config = motion_ladder.get_config("t1") if motion else local.get_config("tiny")
   if objectives:
     for name in config.objectives:
       if name not in objectives:
@@ -69,10 +71,11 @@ def run_config(shards: pathlib.Path, objectives: tuple[str, ...] = ()):
 @functools.lru_cache(maxsize=4)
 def restore_state(workdir: pathlib.Path, shards: pathlib.Path, step: int,
                   mesh_shape: tuple[int, int, int] = (1, 8, 1),
-                  objectives: tuple[str, ...] = ()) -> state_lib.TrainState:
+                  objectives: tuple[str, ...] = (), motion: bool = False
+                  ) -> state_lib.TrainState:
   """The saved state of `step`, placed on a (data, fsdp, tensor) mesh of this process
   (cached: the reference's state is compared against more than once)."""
-  config = run_config(shards, objectives)
+  config = run_config(shards, objectives, motion)
   mesh = mesh_lib.make_mesh(common.mesh_config(*mesh_shape))
   rules = sharding.rules_from_config(config)
   batch = init_lib.abstract_window_batch(source.Corpus(shards).window_spec(config.data),
@@ -137,7 +140,7 @@ def light_reference(shared_dir, shard_corpus, train_env) -> pathlib.Path:
   with locked(shared_dir / "train-light.lock"):
     if not (workdir / "done").exists():
       shutil.rmtree(workdir, ignore_errors=True)
-      finish(launch(workdir, shard_corpus, train_env, *LIGHT_FLAGS), workdir)
+      finish(launch(workdir, shard_corpus, train_env, *LIGHT_FLAGS, config=MOTION), workdir)
       (workdir / "done").touch()
   return workdir
 
@@ -148,12 +151,12 @@ def test_sigterm_then_kill_9_then_resume_matches_the_uninterrupted_run_bitwise(
   restart that resumes there, kill -9 at a random later step (no handler, maybe mid-save),
   and a restart from the last complete checkpoint to the end. Per-step losses and the
   final state equal an uninterrupted run's, bit for bit."""
-  config = run_config(shard_corpus, LIGHT)
+  config = run_config(shard_corpus, LIGHT, motion=True)
   flags = LIGHT_FLAGS
   uninterrupted = light_reference
 
   workdir = tmp_path / "interrupted"
-  proc = launch(workdir, shard_corpus, train_env, *flags)
+  proc = launch(workdir, shard_corpus, train_env, *flags, config=MOTION)
   wait_for_step(proc, workdir, 1)
   proc.send_signal(signal.SIGTERM)
   finish(proc, workdir)
@@ -164,14 +167,14 @@ def test_sigterm_then_kill_9_then_resume_matches_the_uninterrupted_run_bitwise(
   assert saved == preempted and saved <= STEPS - 4, (saved, preempted)
 
   kill_at = random.randint(saved + 2, STEPS - 2)
-  proc = launch(workdir, shard_corpus, train_env, *flags)
+  proc = launch(workdir, shard_corpus, train_env, *flags, config=MOTION)
   seen = wait_for_step(proc, workdir, kill_at)
   proc.kill()  # SIGKILL
   proc.wait()
   log = (workdir / "train.log").read_text()
   assert f"restored step {saved}" in log and seen < STEPS, (saved, seen)
 
-  finish(launch(workdir, shard_corpus, train_env, *flags), workdir)
+  finish(launch(workdir, shard_corpus, train_env, *flags, config=MOTION), workdir)
   resumed = [int(line.split("restored step ")[1].split()[0])
              for line in (workdir / "train.log").read_text().splitlines()
              if "restored step" in line]
@@ -183,8 +186,9 @@ def test_sigterm_then_kill_9_then_resume_matches_the_uninterrupted_run_bitwise(
             (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
   assert logged == list(range(1, STEPS + 1)), logged
   assert_same_losses(train_rows(workdir), train_rows(uninterrupted), config)
-  assert_same_state(restore_state(workdir, shard_corpus, STEPS, objectives=LIGHT),
-                    restore_state(uninterrupted, shard_corpus, STEPS, objectives=LIGHT))
+  assert_same_state(restore_state(workdir, shard_corpus, STEPS, objectives=LIGHT, motion=True),
+                    restore_state(uninterrupted, shard_corpus, STEPS, objectives=LIGHT,
+                                  motion=True))
 
 
 def stored_arrays(step_dir: pathlib.Path) -> dict[str, np.ndarray]:
@@ -238,23 +242,22 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   data size doesn't match expected size ... collective mismatch", with identical programs:
   an XLA:CPU limitation, NOTES.md; FSDP across processes is GPU and TPU work.) One
   objective only (forecasting: trained on every window, so its loss and gradient are never
-  zero, unlike the caption-blind-gated heads with language dropout off): the point is the
-  processes, and each compiles its step. Its losses equal a one-process, one-device run's
-  on the same global batch (no
+  zero, unlike the caption-blind-gated heads), on the motion-side model (MOTION): the point
+  is the processes, and each compiles its step (no persistent cache across gloo
+  processes). Its losses equal a one-process, one-device run's on the same global batch (no
   per-window randomness, so which process reads a window does not matter; the sums differ
   in order)."""
   env = train_env
   workdir = tmp_path / "two"
   same = ["--config.train.eval_every=0", *only("forecasting"), "--config.data.view_dropout=0",
-          "--config.model.group_dropout.rate=0",
-          "--config.data.modality_dropout=0", "--config.model.modalities.language.dropout=0"]
+          "--config.model.group_dropout.rate=0", "--config.data.modality_dropout=0"]
 
   def run(steps: int) -> None:
     port = _free_port()
     procs = [launch(workdir, shard_corpus, env, f"--coordinator_address=localhost:{port}",
                     "--num_processes=2", f"--process_id={i}", f"--config.train.steps={steps}",
                     "--config.mesh.data=2", "--config.mesh.fsdp=1", *same,
-                    log_name=f"process{i}.log")
+                    log_name=f"process{i}.log", config=MOTION)
              for i in range(2)]
     for i, proc in enumerate(procs):
       finish(proc, workdir, f"process{i}.log")
@@ -272,7 +275,8 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   assert not (workdir / "process1.log").read_text().count("step 5/6")  # process 0 logs
 
   one = tmp_path / "one"
-  finish(launch(one, shard_corpus, train_env, "--config.train.steps=6", *same), one)
+  finish(launch(one, shard_corpus, train_env, "--config.train.steps=6", *same, config=MOTION),
+         one)
   single = train_rows(one)
   for step in range(1, 7):
     for k in ("loss", "forecasting/loss", "grad_norm"):
@@ -404,15 +408,16 @@ def test_a_run_resumes_from_the_checkpoint_before_a_damaged_latest_one(
   workdir = tmp_path / "run"
   shutil.copytree(light_reference, workdir, ignore=shutil.ignore_patterns("train.log", "done"))
   _damage(workdir / "checkpoints" / str(STEPS))
-  finish(launch(workdir, shard_corpus, train_env, *LIGHT_FLAGS), workdir)
+  finish(launch(workdir, shard_corpus, train_env, *LIGHT_FLAGS, config=MOTION), workdir)
   log = (workdir / "train.log").read_text()
   assert f"checkpoint step {STEPS} does not restore" in log and "restored step 6" in log
   assert (workdir / "checkpoints" / f"{STEPS}{checkpoint.UNRESTORABLE}").is_dir()
   logged = [json.loads(line)["step"] for line in
             (workdir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
   assert logged == list(range(1, STEPS + 1)), logged
-  assert_same_state(restore_state(workdir, shard_corpus, STEPS, objectives=LIGHT),
-                    restore_state(light_reference, shard_corpus, STEPS, objectives=LIGHT))
+  assert_same_state(restore_state(workdir, shard_corpus, STEPS, objectives=LIGHT, motion=True),
+                    restore_state(light_reference, shard_corpus, STEPS, objectives=LIGHT,
+                                  motion=True))
 
 
 def test_a_resumed_writer_drops_the_rows_past_its_step(tmp_path):

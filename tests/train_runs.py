@@ -15,7 +15,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
 # Flags of every run: a fixed schedule (decay_steps set, so `steps` does not enter the
 # compiled step and runs of different lengths share one compiled program).
-FLAGS = ["--config=configs/local.py:tiny", "--config.train.log_every=1",
+TINY = "configs/local.py:tiny"
+# The motion-side tiny model (tests/motion_ladder.py): runs whose subject is the run itself.
+MOTION = "tests/motion_ladder.py:t1"
+FLAGS = [f"--config={TINY}", "--config.train.log_every=1",
          "--config.train.ckpt_every=3", "--config.train.keep=5",
          "--config.optim.warmup_steps=2", "--config.optim.decay_steps=20",
          "--config.data.read_threads=2", "--config.data.prefetch=2",
@@ -54,10 +57,12 @@ def launch_module(name: str):
 
 
 def launch(workdir: pathlib.Path, shards: pathlib.Path, env: dict, *extra: str,
-           log_name: str = "train.log") -> subprocess.Popen:
+           log_name: str = "train.log", config: str = TINY) -> subprocess.Popen:
+  """`python launch/train.py` with FLAGS on `config` (TINY or MOTION) in the background."""
   workdir.mkdir(parents=True, exist_ok=True)
   log = open(workdir / log_name, "ab")
-  cmd = [sys.executable, str(ROOT / "launch" / "train.py"), *FLAGS, f"--workdir={workdir}",
+  flags = [f"--config={config}", *FLAGS[1:]]
+  cmd = [sys.executable, str(ROOT / "launch" / "train.py"), *flags, f"--workdir={workdir}",
          f"--config.data.shards={shards}", f"--config.train.steps={STEPS}", *extra]
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -55,9 +55,11 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
   return float(math.exp(intercept)), float(-slope)
 
 
-def fit_power_law(x: Sequence[float], y: Sequence[float], irreducible: bool = False
-                  ) -> PowerLaw:
-  """The least-squares (log L) power law through (x, y); see the module docstring."""
+def fit_power_law(x: Sequence[float], y: Sequence[float], irreducible: bool = False,
+                  start: Optional[PowerLaw] = None) -> PowerLaw:
+  """The least-squares (log L) power law through (x, y); see the module docstring. The
+  irreducible fit starts from `start` when given (a bootstrap's refits start from the fit
+  to all points: a few iterations instead of hundreds), else from the plain power law."""
   x, y = np.asarray(x, float), np.asarray(y, float)
   if len(x) < 2 or len(np.unique(x)) < 2:
     raise ValueError(f"a power law needs 2 or more distinct x, got {len(np.unique(x))}")
@@ -74,10 +76,19 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], irreducible: bool = Fa
 
     def residuals(p):
       return np.log(p[2] + np.exp(p[0]) * np.power(xs, -p[1])) - np.log(y)
-    start = [math.log(a * scale ** -b), max(b, 1e-3), 0.0]
+
+    def jacobian(p):  # d residual / d (log a, b, e)
+      term = np.exp(p[0]) * np.power(xs, -p[1])
+      total = p[2] + term
+      return np.stack([term / total, -term * np.log(xs) / total, 1.0 / total], axis=1)
     upper = float(np.min(y)) * (1 - 1e-9)
-    fit = optimize.least_squares(residuals, start, bounds=([-np.inf, 0.0, 0.0],
-                                                           [np.inf, 10.0, upper]))
+    if start is not None:
+      p0 = [math.log(start.a * scale ** -start.b), min(max(start.b, 1e-3), 10.0),
+            min(max(start.e, 0.0), upper * (1 - 1e-6))]
+    else:
+      p0 = [math.log(a * scale ** -b), min(max(b, 1e-3), 10.0), 0.0]
+    fit = optimize.least_squares(residuals, p0, jac=jacobian,
+                                 bounds=([-np.inf, 0.0, 0.0], [np.inf, 10.0, upper]))
     log_a, b, e = fit.x
     a = float(math.exp(log_a) * scale ** b)
   law = PowerLaw(a=float(a), b=float(b), e=float(e), x_min=float(x.min()),

@@ -33,6 +33,7 @@ from xefm_jax.eval import scaling
 
 POINT_FILE = "point.json"
 RTOL = 0.05  # computes within 5% are one budget on the frontier (steps are rounded)
+RESAMPLES = 1000  # bootstrap refits per fit (launch/sweep.py --resamples)
 
 
 def load_points(sweep_dir: pathlib.Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -82,12 +83,12 @@ def task_scores(sweep: dict[str, Any], points: list[dict[str, Any]]
   return {"names": names, "metrics": metrics, "points": rows}
 
 
-def _fit(x: list[float], y: list[float]) -> dict[str, Any] | None:
+def _fit(x: list[float], y: list[float], resamples: int) -> dict[str, Any] | None:
   """A chosen fit with its bootstrap, as JSON; None with fewer than 3 distinct x."""
   if len(set(x)) < 3:
     return None
   law = scaling.choose_fit(x, y)
-  boot = scaling.bootstrap(x, y, law)
+  boot = scaling.bootstrap(x, y, law, resamples=resamples)
   return {"a": law.a, "b": law.b, "e": law.e, "irreducible": law.irreducible,
           "b_interval": [boot.b.low, boot.b.high], "e_interval": [boot.e.low, boot.e.high],
           "x_range": [law.x_min, law.x_max], "points": law.n, "rms_log": law.rms_log,
@@ -99,7 +100,9 @@ def _public(fit: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
-            stages: list[dict[str, Any]]) -> dict[str, Any]:
+            stages: list[dict[str, Any]], resamples: int = RESAMPLES) -> dict[str, Any]:
+  """The report's numbers; every fit's intervals from `resamples` bootstrap refits (each
+  an irreducible fit costs ~10-30 ms on this CPU: 1,000 x 14 fits take minutes)."""
   sizes = sweep["sizes"]
   # per-objective val losses that some point scored (an objective with no val targets in
   # the corpus' val split logs 0)
@@ -114,12 +117,13 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
     return [rows[i] for i in scaling.pareto_frontier([r[0] for r in rows],
                                                      [r[1] for r in rows], RTOL)]
   frontier = envelope("val/loss")
-  law = _fit([r[0] for r in frontier], [r[1] for r in frontier])
+  law = _fit([r[0] for r in frontier], [r[1] for r in frontier], resamples)
   per_objective = {}
   for key in objectives:
     if key != "val/loss":
       rows = envelope(key)
-      per_objective[key] = _public(_fit([r[0] for r in rows], [r[1] for r in rows]))
+      per_objective[key] = _public(_fit([r[0] for r in rows], [r[1] for r in rows],
+                                        resamples))
   final = scaling.pareto_frontier([p["compute"] for p in points],
                                   [p["val"]["val/loss"] for p in points], RTOL)
 
@@ -130,7 +134,8 @@ def analyse(sweep: dict[str, Any], points: list[dict[str, Any]],
     if step in p["val_by_step"] and p["variant"] not in at_step:
       at_step[p["variant"]] = p["val_by_step"][step]["val/loss"]
   at_step = {v: at_step[v] for v in sweep["variants"] if v in at_step}
-  n_law = _fit([sizes[v]["params_backbone"] for v in at_step], list(at_step.values()))
+  n_law = _fit([sizes[v]["params_backbone"] for v in at_step], list(at_step.values()),
+               resamples)
 
   # compute-optimal size per budget
   optimal = []
@@ -442,12 +447,13 @@ def markdown(sweep: dict[str, Any], result: dict[str, Any], files: list[str]) ->
   return "\n".join(lines) + "\n"
 
 
-def write(sweep_dir: pathlib.Path, stages: list[dict[str, Any]]) -> dict[str, Any]:
+def write(sweep_dir: pathlib.Path, stages: list[dict[str, Any]],
+          resamples: int = RESAMPLES) -> dict[str, Any]:
   """Writes report.md, report.json and the plots into sweep_dir; returns the JSON."""
   sweep, points = load_points(sweep_dir)
   if not points:
     raise ValueError(f"{sweep_dir}: no finished point (no */{POINT_FILE})")
-  result = analyse(sweep, points, stages)
+  result = analyse(sweep, points, stages, resamples)
   files = _plots(sweep_dir, sweep, result)
   (sweep_dir / "report.md").write_text(markdown(sweep, result, files))
   public = dict(result, loss_vs_compute=_public(result["loss_vs_compute"]),
