@@ -88,9 +88,7 @@ def setup(shard_corpus):
                                           process_index=0, process_count=1)))
   batch = jax.tree.map(np.asarray, batch)
   full = Pretrainer(cfg)
-  # the initialisers draw from the tiny config's cheap generator (threefry's compile ~2x longer)
-  boxed = _compile(full.init)({"params": jax.random.key(0, impl="unsafe_rbg"), **RNGS},
-                              batch)["params"]
+  boxed = _compile(full.init)({"params": jax.random.key(0), **RNGS}, batch)["params"]
   params = nn.unbox(boxed)
   predict = _compile(lambda p, b: full.apply({"params": p}, b, method=Pretrainer.predict))
   # the EMA target of future_state: the initial trunk on the next window, held fixed (the
