@@ -14,17 +14,6 @@ os.environ.update(host.environment(
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-
-# One persistent compilation cache for the in-process tests of this run, made by the
-# controller before pytest-xdist starts its workers (they inherit the environment): a
-# program that several test files compile (the tiny model's passes) is compiled by one
-# worker and loaded by the other. Removed at the end of the run (pytest_sessionfinish).
-_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
-if _OWN_CACHE:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="xefm-test-jax-cache-")
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pytest  # noqa: E402
 
@@ -111,9 +100,3 @@ def json_task_export(shard_corpus, shared_dir) -> pathlib.Path:
       json_tasks.run(str(shard_corpus), str(out), json_tasks.Options(**JSON_TASKS),
                      progress=False)
   return out
-
-
-def pytest_sessionfinish(session):
-  # the controller's own cache (xdist workers inherited it: they have PYTEST_XDIST_WORKER)
-  if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):
-    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
