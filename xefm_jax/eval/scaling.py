@@ -55,11 +55,10 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
   return float(math.exp(intercept)), float(-slope)
 
 
-def fit_power_law(x: Sequence[float], y: Sequence[float], irreducible: bool = False,
-                  start: Optional[PowerLaw] = None) -> PowerLaw:
+def fit_power_law(x: Sequence[float], y: Sequence[float], irreducible: bool = False
+                  ) -> PowerLaw:
   """The least-squares (log L) power law through (x, y); see the module docstring. The
-  irreducible fit starts from `start` when given (a bootstrap's refits start from the fit
-  to all points: a few iterations instead of hundreds), else from the plain power law."""
+  irreducible fit starts from the plain power law (e = 0) with an analytic Jacobian."""
   x, y = np.asarray(x, float), np.asarray(y, float)
   if len(x) < 2 or len(np.unique(x)) < 2:
     raise ValueError(f"a power law needs 2 or more distinct x, got {len(np.unique(x))}")
@@ -82,11 +81,7 @@ def fit_power_law(x: Sequence[float], y: Sequence[float], irreducible: bool = Fa
       total = p[2] + term
       return np.stack([term / total, -term * np.log(xs) / total, 1.0 / total], axis=1)
     upper = float(np.min(y)) * (1 - 1e-9)
-    if start is not None:
-      p0 = [math.log(start.a * scale ** -start.b), min(max(start.b, 1e-3), 10.0),
-            min(max(start.e, 0.0), upper * (1 - 1e-6))]
-    else:
-      p0 = [math.log(a * scale ** -b), min(max(b, 1e-3), 10.0), 0.0]
+    p0 = [math.log(a * scale ** -b), min(max(b, 1e-3), 10.0), 0.0]  # inside the bounds
     fit = optimize.least_squares(residuals, p0, jac=jacobian,
                                  bounds=([-np.inf, 0.0, 0.0], [np.inf, 10.0, upper]))
     log_a, b, e = fit.x
