@@ -259,11 +259,7 @@ def jaxpr_dot_flops(jaxpr: Any) -> float:
       taps = math.prod(rhs[i] for i in spec[2:])
       out = eqn.outvars[0].aval.shape
       total += 2.0 * math.prod(out) * taps * rhs[spec[1]]
-    subs = []
-    for value in eqn.params.values():
-      for v in (value if isinstance(value, (tuple, list)) else (value,)):
-        if hasattr(v, "eqns") or hasattr(getattr(v, "jaxpr", None), "eqns"):
-          subs.append(v)
+    subs = _sub_jaxprs(eqn)
     if name == "cond":
       total += max((jaxpr_dot_flops(s) for s in subs), default=0.0)
     else:
@@ -337,17 +333,18 @@ def model_flops(config: Any, batch_size: Optional[int] = None) -> float:
   return jaxpr_dot_flops(jax.make_jaxpr(jax.value_and_grad(loss))(trained, fixed, batch))
 
 
+def _sub_jaxprs(eqn: Any) -> list[Any]:
+  """The jaxprs an equation carries in its parameters (scan and cond bodies, pjit, remat)."""
+  return [v for value in eqn.params.values()
+          for v in (value if isinstance(value, (tuple, list)) else (value,))
+          if hasattr(v, "eqns") or hasattr(getattr(v, "jaxpr", None), "eqns")]
+
+
 def has_remat(jaxpr: Any) -> bool:
   """Whether a jaxpr (sub-jaxprs included) rematerialises anything (jax.checkpoint)."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ("checkpoint", "remat", "remat2"):
-      return True
-    for value in eqn.params.values():
-      for v in (value if isinstance(value, (tuple, list)) else (value,)):
-        if (hasattr(v, "eqns") or hasattr(getattr(v, "jaxpr", None), "eqns")) and has_remat(v):
-          return True
-  return False
+  return any(eqn.primitive.name in ("checkpoint", "remat", "remat2")
+             or any(has_remat(sub) for sub in _sub_jaxprs(eqn)) for eqn in jaxpr.eqns)
 
 
 def step_model_flops(config: Any, step_jaxpr: Any) -> float:
