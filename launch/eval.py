@@ -67,12 +67,12 @@ def json_task_predictions(run: suite.Run, step: int, cfg, out_dir: pathlib.Path,
     logging.info("step %d: %s exists, skipped", step, path)
     return path
   if "captioning" not in objectives_base.enabled(run.config):
-    raise app.UsageError(f"--json_tasks: the run {run.workdir} did not train the captioning "
+    raise errors.UsageError(f"--json_tasks: the run {run.workdir} did not train the captioning "
                          "decoder (objectives.captioning.weight is 0): it cannot answer")
   try:
     records = export_common.read_jsonl(pathlib.Path(export) / json_tasks.DATASET)
   except export_common.ExportError as e:
-    raise app.UsageError(f"--json_tasks: {e}") from None
+    raise errors.UsageError(f"--json_tasks: {e}") from None
   params = checkpoints.restore_params(run.config, run.workdir, step, run.mesh)
   data_cfg = embed.data_config(run.config.data, cfg, jax.device_count())
   data_cfg.future = 1  # the decoder reads the window only: records near an episode's end fit
@@ -81,7 +81,7 @@ def json_task_predictions(run: suite.Run, step: int, cfg, out_dir: pathlib.Path,
     rows = answers.decode(run.corpus, data_cfg, run.encoder, params, variant, records,
                           int(cfg.seed), progress=cfg.progress)
   except ValueError as e:
-    raise app.UsageError(f"--json_tasks {export}: {e}") from None
+    raise errors.UsageError(f"--json_tasks {export}: {e}") from None
   if jax.process_index() == 0:
     export_common.write_jsonl(path, rows)
   return path

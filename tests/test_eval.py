@@ -663,6 +663,22 @@ def test_selection_keeps_pair_partners(shard_corpus):
   few = embed.select(corpus, "train", data_cfg, 50)  # whole episodes thinned out
   assert 0 < len(few.indices) <= 50 and few.stride == data_cfg.frames
 
+@pytest.mark.xdist_group("reference_run")  # see test_train.REFERENCE_RUN
+def test_eval_names_a_json_task_export_that_is_not_there(reference, train_env, tmp_path):
+  """--json_tasks at a folder without the export's dataset: a usage error (exit 2) in one
+  line naming the file, before any checkpoint is restored."""
+  workdir = tmp_path / "run"
+  shutil.copytree(reference / "checkpoints" / "8", workdir / "checkpoints" / "8")
+  missing = tmp_path / "no-export"
+  proc = subprocess.run([sys.executable, "launch/eval.py", "--config=configs/eval.py:quick",
+                         f"--workdir={workdir}", f"--json_tasks={missing}"], cwd=ROOT,
+                        env=train_env, capture_output=True, text=True)
+  lines = [line for line in proc.stderr.splitlines() if line.startswith("xefm: ")]
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+  assert f"--json_tasks: {missing / 'dataset.jsonl'}: not found" in lines[0], lines[0]
+  assert not (workdir / "eval" / "8" / answers.PREDICTIONS_FILE).exists()
+
+
 
 # ------------------------------------------------------------------------------ end to end
 
