@@ -277,10 +277,11 @@ def objectives_config() -> ml_collections.ConfigDict:
   # linear heads (labels linearly readable from the readout), else an MLP (0: readout width)
   o.procedure = ml_collections.ConfigDict(dict(weight=1.0, readout="window", next_horizon=20,
                                                hidden=-1))
-  # 4M / MultiMAE: in a `window_fraction` of the windows, hide `mask_ratio` of the tokens of
+  # 4M / MultiMAE: in a `window_fraction` of the windows (that many of each device's rows,
+  # at least one: a device with one row masks it), hide `mask_ratio` of the tokens of
   # `modalities` with per-window modality budgets ~ Dirichlet(alpha) (every objective then
   # sees those windows masked); a light decoder (width 0: the model width up to max_width;
-  # mlp_dim 0: 4 x width) reconstructs the hidden ones
+  # mlp_dim 0: 4 x width) reconstructs the hidden ones, on the masked windows only
   o.masked_modeling = ml_collections.ConfigDict(dict(
       weight=1.0, modalities=("audio", "depth", "imu", "language", "mocap", "pose", "video"),
       mask_ratio=0.75, window_fraction=0.5, dirichlet_alpha=1.0,

@@ -27,7 +27,8 @@ from xefm_jax.data import actions, pipeline, source, spec, xperience
 from xefm_jax.model import xefm
 from xefm_jax.objectives import base, captioning, heads
 from xefm_jax.objectives.future_state import FutureState
-from xefm_jax.objectives.masked_modeling import MaskedModeling, reconstruction_targets
+from xefm_jax.objectives.masked_modeling import (Decoder, MaskedModeling,
+                                                 reconstruction_targets)
 from xefm_jax.objectives.pretrainer import Pretrainer
 from xefm_jax.train import loop
 
@@ -197,11 +198,36 @@ def test_hide_respects_the_mask_ratio_with_dirichlet_budgets(setup):
   keep = {n: np.asarray(k) for n, k in keep.items()}
   visible = sum(k.sum(1) for k in keep.values())  # (B,)
   whole = visible == total
-  assert 16 < whole.sum() < 48  # window_fraction: about half the windows are not masked at all
+  # window_fraction: the first half of the (one-device) batch is masked, the rest is whole
+  np.testing.assert_array_equal(whole, np.arange(64) >= 32)
   np.testing.assert_array_equal(visible[~whole], round((1 - c.mask_ratio) * total))
   # Dirichlet budgets: the visible share of a modality varies a lot between windows
   share = keep["video"][~whole].sum(1) / visible[~whole]
   assert share.max() - share.min() > 0.3
+
+
+def test_each_decoder_runs_on_the_windows_it_scores_only(setup):
+  """In a training pass masked modeling's decoder (and its targets) runs on the masked
+  windows, half the rows, and the captioning decoder on the other half (it trains on
+  unmasked windows only); in a pass that hides nothing, both on every row."""
+  cfg, batch = setup["cfg"], setup["batch"]
+  names = ("captioning", "masked_modeling")
+  pretrainer = Pretrainer(_config(setup["corpus"], names))
+  params = _subset(setup["params"], names)
+  rows = len(batch["task"])
+
+  def decoder_rows(train):
+    def fn(p, b):
+      return pretrainer.apply({"params": p}, b, train=train, rngs=RNGS,
+                              capture_intermediates=lambda m, method: method == "__call__"
+                              and isinstance(m, (Decoder, captioning.CaptionDecoder)))
+    _, state = jax.eval_shape(fn, params, batch)
+    found = state["intermediates"]
+    return (found["masked_modeling"]["decoder"]["__call__"][0].shape[0],
+            found["captioning"]["decoder"]["__call__"][0].shape[0])
+  assert cfg.objectives.masked_modeling.window_fraction == 0.5
+  assert decoder_rows(train=True) == (rows // 2, rows - rows // 2)
+  assert decoder_rows(train=False) == (rows, rows)
 
 
 def test_reconstruction_targets_follow_the_token_layout(setup):

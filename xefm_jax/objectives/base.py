@@ -42,6 +42,9 @@ class Context:
   passes: {name: the trunk's output over a subset of modalities, on every k-th window}
     (the objectives' `side_passes`); {} when none was asked for.
   pass_batch: the windows those passes saw (a sub-batch of `batch`), or {}.
+  masked_rows: hide() may have hidden tokens in the first `masked_rows` rows of each
+    device's block of the batch only (static; 0 in a pass that hides nothing): heads that
+    train on unmasked windows run on the rest (`heads.sub_batch`).
   """
 
   batch: Mapping[str, Any]
@@ -50,6 +53,7 @@ class Context:
   target: Optional[XEFMOutput] = None
   passes: Mapping[str, XEFMOutput] = flax.struct.field(default_factory=dict)
   pass_batch: Mapping[str, Any] = flax.struct.field(default_factory=dict)
+  masked_rows: int = flax.struct.field(pytree_node=False, default=0)
 
 
 class Objective(nn.Module):
@@ -69,8 +73,13 @@ class Objective(nn.Module):
 
   def hide(self, batch: Mapping[str, Any], token_counts: Mapping[str, int]
            ) -> Optional[dict[str, Array]]:
-    """Token-keep masks for the forward pass, or None (the default: hide nothing)."""
+    """Token-keep masks for the forward pass, or None (the default: hide nothing). Only
+    the first `masked_rows(batch_size)` rows of each device's block may hide tokens."""
     return None
+
+  def masked_rows(self, batch_size: int) -> int:
+    """How many leading rows of each device's block `hide` may mask (0: none)."""
+    return 0
 
   def side_passes(self) -> tuple[int, dict[str, tuple[str, ...]]]:
     """(k, {pass name: modalities}): extra passes over one window in k of the batch (every

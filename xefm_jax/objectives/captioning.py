@@ -372,22 +372,27 @@ class Captioning(base.Objective):
                                   param_dtype=jnp.dtype(m.param_dtype),
                                   attention=m.attention, name="decoder")
 
-  def _memory(self, ctx: base.Context) -> tuple[Array, Array]:
+  def _memory(self, ctx: base.Context, rows: Any = lambda x: x) -> tuple[Array, Array]:
+    """The decoder's memory of the rows `rows` (x -> its sub-batch) picks."""
     tokens, vis, _, _ = heads.fused_sequence(ctx)
-    readouts = [r.astype(tokens.dtype) for r in ctx.out.readouts.values()]
-    tokens = jnp.concatenate([tokens] + readouts, axis=1)  # (B, N + R, D)
-    vis = jnp.concatenate([vis] + [jnp.ones(r.shape[:2], jnp.bool_) for r in readouts], 1)
+    readouts = [rows(r.astype(tokens.dtype)) for r in ctx.out.readouts.values()]
+    tokens = jnp.concatenate([rows(tokens)] + readouts, axis=1)  # (b, N + R, D)
+    vis = jnp.concatenate([rows(vis)] + [jnp.ones(r.shape[:2], jnp.bool_) for r in readouts],
+                          1)
     return self.decoder.memory(tokens, vis)
 
   def _mask_logits(self, logits: Array) -> Array:
     return jnp.where(np.arange(logits.shape[-1]) < self.layout.size, logits, -1e9)
 
   def __call__(self, ctx: base.Context, *, train: bool) -> tuple[Array, dict[str, Array]]:
-    seq = target_sequence(ctx.batch, self.layout, self.config)  # (B, Lc)
-    memory, memory_valid = self._memory(ctx)
+    # the decoder runs on the windows masked modeling left whole (it scores no other)
+    sub = heads.sub_batch(ctx, masked=False)
+    seq = target_sequence(jax.tree.map(sub, dict(ctx.batch)), self.layout,
+                          self.config)  # (b, Lc)
+    memory, memory_valid = self._memory(ctx, sub)
     logits = self._mask_logits(self.decoder(seq[:, :-1], memory, memory_valid))
-    target = seq[:, 1:]  # (B, Lc - 1)
-    rows = heads.supervised_rows(ctx)  # (B,)
+    target = seq[:, 1:]  # (b, Lc - 1)
+    rows = sub(heads.supervised_rows(ctx))  # (b,)
     scored = (target != spec.PAD_ID) & rows[:, None]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
     correct = jnp.argmax(logits, -1) == target
@@ -397,7 +402,8 @@ class Captioning(base.Objective):
         "token_accuracy": heads.masked_mean(correct, scored),
         "label_accuracy": heads.masked_mean(correct, scored & is_label),
         "word_accuracy": heads.masked_mean(correct, scored & is_word & (target > spec.EOS_ID)),
-        "supervised_fraction": jnp.mean(rows.astype(jnp.float32))}
+        # of the whole batch
+        "supervised_fraction": jnp.sum(rows.astype(jnp.float32)) / ctx.batch["task"].shape[0]}
 
   def generate(self, ctx: base.Context) -> Array:
     """Greedy decoding, unconstrained: (B, Lc) int32 ids, BOS first, PAD after EOS."""

@@ -8,7 +8,7 @@ no gradient rather than NaN.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,7 @@ import optax
 from xefm_jax.model import layers
 from xefm_jax.model.xefm import XEFMOutput
 from xefm_jax.objectives import base
+from xefm_jax.parallel import sharding
 
 Array = jax.Array
 
@@ -143,6 +144,16 @@ def supervised_rows(ctx: base.Context) -> Array:
   its action, subtask and objects (else the label is an input: leakage), and masked
   modeling hid nothing (the heads train on the input the evaluation gives them)."""
   return caption_blind(ctx) & unmasked(ctx)
+
+
+def sub_batch(ctx: base.Context, masked: bool) -> Callable[[Array], Array]:
+  """x (B, ...) -> its rows in the static sub-batch of the windows masked modeling masked
+  (`masked`; every row in a pass that hid nothing) or of the others: a decoder that scores
+  only those windows runs on only those rows (sharding.block_rows)."""
+  m = ctx.masked_rows
+  rows = (slice(None, m) if m else slice(None)) if masked else slice(m, None)
+  shards = sharding.batch_shards()
+  return lambda x: sharding.block_rows(x, rows, shards)
 
 
 def fused_sequence(ctx: base.Context

@@ -5,8 +5,10 @@ fused tokens carry what the streams share (the video of a grasp from the hand mo
 from video, the IMU from camera motion), which is what the eval suite's cross-modal
 reconstruction and missing-modality robustness measure.
 
-Hiding (`hide`, the "masking" rng): a fraction `window_fraction` of the windows is masked; in
-each, exactly round((1 - mask_ratio) N) of the N token slots of `modalities` stay visible.
+Hiding (`hide`, the "masking" rng): a fraction `window_fraction` of the windows is masked,
+the first round(window_fraction x rows) of each device's rows (the batch is shuffled, so
+these are random windows; a static count keeps the decoder's sub-batch static); in each,
+exactly round((1 - mask_ratio) N) of the N token slots of `modalities` stay visible.
 Which ones follows a per-sample modality budget w ~ Dirichlet(alpha) (4M): token i of
 modality m is kept with weight w_m / n_m by weighted sampling without replacement
 (Efraimidis-Spirakis keys log(u) / weight, top-k), so one window keeps mostly video,
@@ -15,7 +17,8 @@ no part in the trunk (MAE: neither keys nor queries of any attention, model/enco
 so the trunk's computation on a masked window is that of a window without those tokens.
 Supervised heads skip masked windows (heads.supervised_rows).
 
-The decoder (light, MAE-style) sees only what the trunk saw: every position of every
+The decoder (light, MAE-style) runs on the masked windows only (the others have nothing
+to reconstruct) and sees only what the trunk saw: every position of every
 modality is one decoder token, the projected fused token where visible, else a learned mask
 query; both get a learned per-modality position table, the modality embedding and the
 sinusoidal time. Tokens attend to visible tokens (and themselves), so a hidden position and
@@ -53,6 +56,7 @@ from xefm_jax.model import layers
 from xefm_jax.model.transformer import TransformerStack
 from xefm_jax.objectives import base
 from xefm_jax.objectives import heads
+from xefm_jax.parallel import sharding
 
 Array = jax.Array
 
@@ -140,7 +144,7 @@ class MaskedModeling(base.Objective):
     total = int(counts.sum())
     num_visible = int(round((1.0 - c.mask_ratio) * total))
     batch_size = jax.tree.leaves(batch)[0].shape[0]
-    k_budget, k_keys, k_sample = jax.random.split(self.make_rng("masking"), 3)
+    k_budget, k_keys = jax.random.split(self.make_rng("masking"))
     budget = jax.random.dirichlet(k_budget, jnp.full((len(names),), c.dirichlet_alpha),
                                   (batch_size,))  # (B, M)
     per_token = jnp.repeat(jnp.maximum(budget, 1e-6) / counts, counts, axis=1,
@@ -149,19 +153,28 @@ class MaskedModeling(base.Objective):
     keys = jnp.log(u) / per_token  # weighted sampling keys: the largest are kept
     rank = jnp.argsort(jnp.argsort(-keys, axis=1), axis=1)  # (B, N)
     keep = rank < num_visible
-    masked = jax.random.bernoulli(k_sample, c.window_fraction, (batch_size,))  # (B,)
+    masked = sharding.block_row_mask(batch_size, slice(self.masked_rows(batch_size)),
+                                     sharding.batch_shards())  # (B,) static
     keep = keep | ~masked[:, None]
     return dict(zip(names, jnp.split(keep, np.cumsum(counts)[:-1], axis=1)))
+
+  def masked_rows(self, batch_size: int) -> int:
+    """Masked windows per device block (base.Objective.masked_rows): at least one."""
+    local = batch_size // sharding.batch_shards()
+    return min(local, max(1, round(self.config.window_fraction * local)))
 
   def _targets(self, batch: Mapping[str, Any]) -> dict[str, tuple[Array, Array]]:
     return {name: reconstruction_targets(batch, self.model_config, name)
             for name in self.config.modalities}
 
   def _reconstruct(self, ctx: base.Context, targets: Mapping[str, tuple[Array, Array]],
-                   train: bool) -> dict[str, Array]:
+                   train: bool, rows: Any = None) -> dict[str, Array]:
     """{m: (B, n_m, P_m)} fp32 reconstructions (language: logits over the padded
-    vocabulary, the words beyond the vocabulary masked)."""
+    vocabulary, the words beyond the vocabulary masked); `rows` (x -> its sub-batch): of
+    those rows only."""
     tokens, vis, time, layout = heads.fused_sequence(ctx)
+    if rows is not None:
+      tokens, vis, time = rows(tokens), rows(vis), rows(time)
     h = self.decoder(tokens, vis, time, layout, deterministic=not train)  # (B, N, Dd)
     pieces = dict(zip([name for name, _ in layout],
                       jnp.split(h, np.cumsum([n for _, n in layout])[:-1], axis=1)))
@@ -175,14 +188,15 @@ class MaskedModeling(base.Objective):
 
   def __call__(self, ctx: base.Context, *, train: bool) -> tuple[Array, dict[str, Array]]:
     c = self.config
-    targets = self._targets(ctx.batch)
-    recon = self._reconstruct(ctx, targets, train)
+    rows = heads.sub_batch(ctx, masked=True)  # the windows with hidden tokens (training)
+    targets = self._targets(jax.tree.map(rows, dict(ctx.batch)))
+    recon = self._reconstruct(ctx, targets, train, rows)
     metrics: dict[str, Array] = {}
     total = jnp.zeros((), jnp.float32)
     weights = jnp.zeros((), jnp.float32)
     for name in c.modalities:
       target, weight = targets[name]
-      hidden = ctx.out.fused[name].mask & ~heads.visible(ctx, name)  # (B, n)
+      hidden = rows(ctx.out.fused[name].mask & ~heads.visible(ctx, name))  # (b, n)
       if name == "language":
         logits = recon[name]
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)  # (B, n)

@@ -41,6 +41,8 @@ class Pretrainer(nn.Module):
   def _forward(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput],
                train: bool, side_passes: bool = True) -> base.Context:
     keep: dict[str, Array] = {}
+    batch_size = jax.tree.leaves(batch)[0].shape[0]
+    masked_rows = max((h.masked_rows(batch_size) for h in self.heads.values()), default=0)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
     counts = xefm.token_counts(xefm.XEFM(self.config.model, parent=None), shapes)  # unbound
     for head in self.heads.values():
@@ -60,7 +62,7 @@ class Pretrainer(nn.Module):
         passes[name] = self.model(sub, train=train, modalities=mods,
                                   drop={m: jnp.zeros((rows,), jnp.bool_) for m in mods})
     return base.Context(batch=batch, out=out, keep=keep, target=target, passes=passes,
-                        pass_batch=sub)
+                        pass_batch=sub, masked_rows=masked_rows if keep else 0)
 
   def __call__(self, batch: Mapping[str, Any], target: Optional[xefm.XEFMOutput] = None, *,
                train: bool = True) -> tuple[Array, dict[str, Array]]:

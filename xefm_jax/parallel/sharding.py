@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import numpy as np
 
 Rules = Sequence[tuple[str, Any]]
 
@@ -99,6 +100,21 @@ def local_rows(x: jax.Array, every: int, shards: int) -> jax.Array:
   step, count = min(every, local), max(1, local // every)
   blocks = x.reshape((shards, local) + x.shape[1:])  # (shards, local, ...)
   return blocks[:, :step * count:step].reshape((shards * count,) + x.shape[1:])
+
+
+def block_rows(x: jax.Array, rows: slice, shards: int) -> jax.Array:
+  """Rows `rows` (a slice of each block's positions) of each of the batch's `shards`
+  contiguous blocks: a static sub-batch that stays on the devices holding it (see
+  local_rows)."""
+  local = x.shape[0] // shards
+  blocks = x.reshape((shards, local) + x.shape[1:])[:, rows]
+  return blocks.reshape((shards * blocks.shape[1],) + x.shape[1:])
+
+
+def block_row_mask(batch_size: int, rows: slice, shards: int) -> np.ndarray:
+  """(batch_size,) bool, static: True on the rows `block_rows(x, rows, shards)` takes."""
+  local = batch_size // shards
+  return np.isin(np.arange(batch_size) % local, np.arange(local)[rows])
 
 
 def batch_shardings(batch: Any, mesh: Mesh, rules: Rules) -> Any:
