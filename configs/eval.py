@@ -153,11 +153,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # feature set (xefm_jax/eval/evaluators/future_retrieval.py).
   c.world_model = _task("future_retrieval", "future_window", ("full",), "mrr")
   # Probes (xefm_jax/eval/probes.py): linear only, one log grid of seven orders of
-  # magnitude for every feature set, chosen on val (class-balanced for macro-F1 tasks).
+  # magnitude for every feature set, chosen on val (class-balanced for macro-F1 tasks);
+  # `workers` probes fitted at once on threads (0: one per CPU core; the results do not
+  # depend on it).
   c.probe = ml_collections.ConfigDict(dict(
       linear_c=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3),
       ridge_alpha=(1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6),
-      max_iter=500, max_train=4000))
+      max_iter=500, max_train=4000, workers=0))
   # Paired bootstrap over test sessions (xefm_jax/eval/bootstrap.py): replicates, seed.
   c.bootstrap = ml_collections.ConfigDict(dict(replicates=1000, seed=0))
   # A classification task whose test labels occur in train for less than this fraction of
@@ -180,7 +182,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "quick":  # tests and notebooks: small, the same span of the grid, sparser
     c.batch_size = 32
     c.max_windows.update(train=400, val=160, test=160)
-    c.probe.update(linear_c=(1e-3, 1e-1, 10.0), ridge_alpha=(1.0, 100.0, 1e4))
+    c.probe.update(linear_c=(1e-3, 1e-1, 10.0), ridge_alpha=(1.0, 100.0, 1e4),
+                   workers=1)  # small probes: starting worker processes costs more
     c.bootstrap.replicates = 200
   elif arg:
     raise ValueError(f"configs/eval.py: unknown variant {arg!r} (have: quick)")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -370,6 +371,42 @@ def test_score_is_the_metric_of_the_predictions_and_weights_repeat_units():
   _, first = np.unique(pred.values["sentence"], return_index=True)
   ranks = pred.values["rank"][first]
   assert weighted["mrr"] == pytest.approx(np.average(1 / ranks, weights=per_sentence))
+
+
+def test_probes_in_worker_processes_give_the_results_of_one_process():
+  """score_tasks with probe.workers=2 (spawned processes) returns what it returns in this
+  process, in the config's order, for a classification, a regression and a retrieval."""
+  def make(rng, _):
+    x = rng.normal(size=(N, 6))
+    return {("model", "full"): x + 0.5 * rng.normal(size=x.shape),
+            ("model", "motion"): x[:, :3], ("model", "visual"): x[:, 3:],
+            ("handcrafted", "full"): rng.normal(size=(N, 4)),
+            ("handcrafted", "motion"): x[:, :2], ("handcrafted", "visual"): x[:, 4:]}, {
+        "action": (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5),
+        "motion_intensity": x @ np.arange(6.0) + rng.normal(size=N)}
+  data = _data(make)
+  cfg = CFG.copy_and_resolve_references()
+  cfg.unlock()
+  cfg.tasks = ml_collections.ConfigDict(sort_keys=False)  # the config's order
+  for name in ("timeline_action", "cross_modal_retrieval"):
+    cfg.tasks[name] = CFG.tasks[name]
+  cfg.extensions = ml_collections.ConfigDict(dict(motion_intensity=CFG.extensions.motion_intensity))
+  test = data.test
+  replicates = bootstrap.session_weights(test.arrays["meta/episode"] // 3, 20, seed=0)
+  out = {}
+  for workers in (1, 2):
+    cfg.probe.workers = workers
+    results, _ = suite.score_tasks(data, cfg, ("model", "handcrafted"), {"score": test},
+                                   {}, replicates)
+    for table in results.values():
+      for per_fs in table.values():
+        for r in per_fs.values():
+          del r["seconds"]
+    out[workers] = results
+  assert list(out[2]["tasks"]) == ["timeline_action", "cross_modal_retrieval"]
+  assert json.dumps(out[1], sort_keys=True, default=repr) == json.dumps(
+      out[2], sort_keys=True, default=repr)
+  assert out[1]["tasks"]["timeline_action"]["model"]["replicates"].shape == (20,)
 
 
 def test_session_weights_resample_whole_sessions():

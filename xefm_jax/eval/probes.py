@@ -14,10 +14,11 @@ features'.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import threadpoolctl
@@ -37,6 +38,15 @@ BLAS_THREADS = 1
 def blas_limit() -> threadpoolctl.threadpool_limits:
   """Context manager: BLAS_THREADS threads for numpy/scipy/sklearn inside it."""
   return threadpoolctl.threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
+@contextlib.contextmanager
+def quiet_solvers() -> Iterator[None]:
+  """Solvers' ConvergenceWarnings ignored inside it (a grid point that does not converge is
+  still a candidate; val decides)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", sk_exceptions.ConvergenceWarning)
+    yield
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,9 +146,7 @@ def fit(task: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
   one column is fitted as a 1-d target). balanced: class_weight="balanced" (classify,
   multilabel), for macro-F1 tasks whose majority class would otherwise win.
   """
-  with blas_limit(), warnings.catch_warnings():
-    # a grid point that does not converge is still a candidate; val decides
-    warnings.simplefilter("ignore", sk_exceptions.ConvergenceWarning)
+  with blas_limit(), quiet_solvers():
     return _fit(task, x_train, y_train, x_val, y_val, score, higher_is_better, grid,
                 balanced)
 
@@ -190,8 +198,7 @@ def refit(probe: Probe, x_train: np.ndarray, y_train: np.ndarray) -> Probe:
   est = base.clone(probe.estimator)
   if probe.column:
     y_train = y_train.reshape(len(y_train))
-  with warnings.catch_warnings(), blas_limit():
-    warnings.simplefilter("ignore", sk_exceptions.ConvergenceWarning)
+  with blas_limit(), quiet_solvers():
     est.fit(probe.scaler.transform(x_train), y_train)
   return dataclasses.replace(probe, estimator=est)
 
