@@ -154,8 +154,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.world_model = _task("future_retrieval", "future_window", ("full",), "mrr")
   # Probes (xefm_jax/eval/probes.py): linear only, one log grid of seven orders of
   # magnitude for every feature set, chosen on val (class-balanced for macro-F1 tasks);
-  # `workers` probes fitted at once on threads (0: one per CPU core; the results do not
-  # depend on it).
+  # `workers` probes fitted at once in worker processes (0: one per CPU core; the results
+  # do not depend on it).
   c.probe = ml_collections.ConfigDict(dict(
       linear_c=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3),
       ridge_alpha=(1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6),

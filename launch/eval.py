@@ -67,8 +67,9 @@ def json_task_predictions(run: suite.Run, step: int, cfg, out_dir: pathlib.Path,
     logging.info("step %d: %s exists, skipped", step, path)
     return path
   if "captioning" not in objectives_base.enabled(run.config):
-    raise errors.UsageError(f"--json_tasks: the run {run.workdir} did not train the captioning "
-                         "decoder (objectives.captioning.weight is 0): it cannot answer")
+    raise errors.UsageError(f"--json_tasks: the run {run.workdir} did not train the "
+                            "captioning decoder (objectives.captioning.weight is 0): it "
+                            "cannot answer")
   try:
     records = export_common.read_jsonl(pathlib.Path(export) / json_tasks.DATASET)
   except export_common.ExportError as e:

@@ -340,30 +340,29 @@ def _score_job(job: tuple[str, str, str]) -> tuple[dict[str, Any], dict[str, Any
   task = eval_cfg[table][name]
   ev = evaluators.get(task.evaluator)
   t0 = time.perf_counter()
-  with probes.blas_limit(), probes.quiet_solvers():
-    fitted = ev.fit(task, data, fs)
-    pred = ev.predict(task, data, fs, fitted)
-    rows = evaluators_base.row_weights(len(data.test), None)
-    r: dict[str, Any] = {"test": ev.metrics(task, data, pred, rows[pred.rows]),
-                         "probe": ev.describe(fitted)}
-    if replicates is not None:
-      r["replicates"] = bootstrap.replicate_metric(ev, task, data, pred, replicates,
-                                                   task.metric)
-    r["robustness"] = {label: ev.score(task, data, fs, fitted, swap=swap)
-                       for label, swap in _JOB_INPUTS["swaps"][table, name].items()
-                       if all(data.test.has(f"features/{fs}/{v}") for v in swap.values())}
-    if table == "tasks":
-      r["subsets"] = {s: ev.metrics(task, data, pred,
-                                    evaluators_base.row_weights(len(data.test), m)[pred.rows])
-                      for s, m in subsets.items() if not isinstance(m, str)}
-    art: dict[str, Any] = {}
-    if fs == "model" and name == "timeline_action":
-      art["confusion"] = {"true": pred.values["true"], "pred": pred.values["pred"]}
-    if fs == "model" and name == "caption_grounding":
-      art["grounding"] = retrieval.grounding_examples(task, data, fs, fitted)
-    if fs == "model" and name == "ego_motion_forecast":
-      x = evaluators_base.features(data.test, fs, task.inputs[0])
-      art["ego_probe"] = fitted.predict(x).reshape(data.test.target(task.target).shape)
+  fitted = ev.fit(task, data, fs)
+  pred = ev.predict(task, data, fs, fitted)
+  rows = evaluators_base.row_weights(len(data.test), None)
+  r: dict[str, Any] = {"test": ev.metrics(task, data, pred, rows[pred.rows]),
+                       "probe": ev.describe(fitted)}
+  if replicates is not None:
+    r["replicates"] = bootstrap.replicate_metric(ev, task, data, pred, replicates,
+                                                 task.metric)
+  r["robustness"] = {label: ev.score(task, data, fs, fitted, swap=swap)
+                     for label, swap in _JOB_INPUTS["swaps"][table, name].items()
+                     if all(data.test.has(f"features/{fs}/{v}") for v in swap.values())}
+  if table == "tasks":
+    r["subsets"] = {s: ev.metrics(task, data, pred,
+                                  evaluators_base.row_weights(len(data.test), m)[pred.rows])
+                    for s, m in subsets.items() if not isinstance(m, str)}
+  art: dict[str, Any] = {}
+  if fs == "model" and name == "timeline_action":
+    art["confusion"] = {"true": pred.values["true"], "pred": pred.values["pred"]}
+  if fs == "model" and name == "caption_grounding":
+    art["grounding"] = retrieval.grounding_examples(task, data, fs, fitted)
+  if fs == "model" and name == "ego_motion_forecast":
+    x = evaluators_base.features(data.test, fs, task.inputs[0])
+    art["ego_probe"] = fitted.predict(x).reshape(data.test.target(task.target).shape)
   r["seconds"] = time.perf_counter() - t0
   return r, art
 

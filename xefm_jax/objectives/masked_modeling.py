@@ -168,13 +168,12 @@ class MaskedModeling(base.Objective):
             for name in self.config.modalities}
 
   def _reconstruct(self, ctx: base.Context, targets: Mapping[str, tuple[Array, Array]],
-                   train: bool, rows: Any = None) -> dict[str, Array]:
+                   train: bool, rows: Any = lambda x: x) -> dict[str, Array]:
     """{m: (B, n_m, P_m)} fp32 reconstructions (language: logits over the padded
     vocabulary, the words beyond the vocabulary masked); `rows` (x -> its sub-batch): of
     those rows only."""
     tokens, vis, time, layout = heads.fused_sequence(ctx)
-    if rows is not None:
-      tokens, vis, time = rows(tokens), rows(vis), rows(time)
+    tokens, vis, time = rows(tokens), rows(vis), rows(time)
     h = self.decoder(tokens, vis, time, layout, deterministic=not train)  # (B, N, Dd)
     pieces = dict(zip([name for name, _ in layout],
                       jnp.split(h, np.cumsum([n for _, n in layout])[:-1], axis=1)))

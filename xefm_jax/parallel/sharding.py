@@ -113,8 +113,9 @@ def block_rows(x: jax.Array, rows: slice, shards: int) -> jax.Array:
 
 def block_row_mask(batch_size: int, rows: slice, shards: int) -> np.ndarray:
   """(batch_size,) bool, static: True on the rows `block_rows(x, rows, shards)` takes."""
-  local = batch_size // shards
-  return np.isin(np.arange(batch_size) % local, np.arange(local)[rows])
+  mask = np.zeros(batch_size, bool)
+  mask[block_rows(np.arange(batch_size), rows, shards)] = True
+  return mask
 
 
 def batch_shardings(batch: Any, mesh: Mesh, rules: Rules) -> Any:
