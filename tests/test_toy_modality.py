@@ -1,7 +1,7 @@
 """The promise that a modality is one stream file + one encoder file + a config entry, kept:
 a toy 3-axis magnetometer (tests/toy_magnetometer_*.py) is shredded, read as windows,
-trained end to end on the tiny config and evaluated through its own input variant, with no
-other file knowing its name."""
+trained end to end on the tiny motion-side model (tests/motion_ladder.py:t1) and evaluated
+through its own input variant, with no other file knowing its name."""
 
 import importlib
 import json

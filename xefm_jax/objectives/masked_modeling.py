@@ -177,9 +177,10 @@ class MaskedModeling(base.Objective):
     h = self.decoder(tokens, vis, time, layout, deterministic=not train)  # (B, N, Dd)
     pieces = dict(zip([name for name, _ in layout],
                       jnp.split(h, np.cumsum([n for _, n in layout])[:-1], axis=1)))
-    vocab = self.model_config.modalities.language.vocab_size
-    sizes = {name: language_lib.padded_vocab_size(vocab) if name == "language"
-             else target.shape[-1] for name, (target, _) in targets.items()}
+    sizes = {name: target.shape[-1] for name, (target, _) in targets.items()}
+    if "language" in sizes:  # a model without the language stream has no vocabulary
+      vocab = self.model_config.modalities.language.vocab_size
+      sizes["language"] = language_lib.padded_vocab_size(vocab)
     out = self.outputs({name: pieces[name] for name in sizes}, sizes)
     if "language" in out:
       out["language"] = jnp.where(np.arange(sizes["language"]) < vocab, out["language"], -1e9)
