@@ -64,7 +64,8 @@ def build(config, window, mesh, rules) -> dict:
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
           + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
   groups = optimizer.describe(plan.abstract.params, config.optim)
-  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
+  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings,
+                           plan.init)
   return dict(plan=plan, step=compiled, state=state, result=dict(
       trained_params=sum(v for k, v in groups.items() if k != optimizer.FROZEN),
       frozen_params=groups.get(optimizer.FROZEN, 0),

@@ -67,7 +67,8 @@ def main() -> None:
   dtype = jnp.dtype(config.model.dtype)
 
   peak_before = flops_lib.measure_matmul_peak(dtype)
-  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
+  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings,
+                           plan.init)
   start = time.perf_counter()
   traced = plan.trace()
   with sharding.activate(mesh, rules):

@@ -3,16 +3,17 @@
 Everything a step reads and writes is one pytree (a flax struct), so the jitted step can
 take it with one sharding tree and donate it whole, and Orbax can save and restore it whole.
 
-Creation follows parallel/init.py: `jax.eval_shape` traces the initialisers for shapes and
-logical names (nothing allocated), the config's rules turn the names into NamedShardings,
-and `jax.jit(init, out_shardings=...)` makes every device compute only its own shards of the
-parameters, the optimizer state and the EMA. The abstract state (ShapeDtypeStructs that
-carry those shardings) is also what a restore targets, so a checkpoint written on one mesh
-is read back onto another.
+Creation follows parallel/init.py: the initialisers are traced once (`Initializer`: their
+program and the shapes and logical names of its outputs, nothing allocated), the config's
+rules turn the names into NamedShardings, and `jax.jit(init, out_shardings=...)` of that same
+program makes every device compute only its own shards of the parameters, the optimizer
+state and the EMA. The abstract state (ShapeDtypeStructs that carry those shardings) is also
+what a restore targets, so a checkpoint written on one mesh is read back onto another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import flax
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.extend import core as jax_core
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xefm_jax.model.xefm import XEFM
@@ -65,9 +67,10 @@ def _zeros(shapes: PyTree) -> PyTree:
 
 
 def _init_fn(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
-             batch: PyTree, *, boxed: bool):
-  """seed key data -> TrainState. Only the batch's shapes matter: its values never reach
-  the parameters (the forward pass init traces is dead code, removed by XLA)."""
+             batch: PyTree):
+  """seed key data -> TrainState, its params boxed with their logical names. Only the
+  batch's shapes matter: its values never reach the parameters (the forward pass init
+  traces is dead code, removed by XLA)."""
   pretrainer = Pretrainer(config)
   batch = init_lib.abstract_batch(batch)
   target = target_shapes(config, batch)
@@ -82,7 +85,7 @@ def _init_fn(config: ml_collections.ConfigDict, tx: optax.GradientTransformation
     params = nn.unbox(variables["params"])
     return TrainState(
         step=jnp.zeros((), jnp.int32),
-        params=variables["params"] if boxed else params,
+        params=variables["params"],
         opt_state=tx.init(params),
         ema=jax.tree.map(jnp.copy, params["model"]),  # its own buffers: donated separately
         rng=jax.random.key_data(k_run),
@@ -93,6 +96,30 @@ def _init_fn(config: ml_collections.ConfigDict, tx: optax.GradientTransformation
 def seed_data(config: ml_collections.ConfigDict) -> jax.Array:
   """The raw key data init starts from (config.seed, config.train.rng_impl)."""
   return jax.random.key_data(jax.random.key(config.seed, impl=config.train.rng_impl))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: jax.jit takes it
+class Initializer:
+  """The state's initialiser, traced once: `boxed` (the output's ShapeDtypeStructs, params
+  boxed with their logical names) gives the abstract state and its shardings, and calling it
+  replays the same program (`jaxpr`) for `create` to compile, instead of tracing the model a
+  second time (seconds per launch at any size: the trace is Python, not XLA)."""
+
+  jaxpr: jax_core.ClosedJaxpr
+  boxed: TrainState
+
+  @classmethod
+  def trace(cls, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+            batch: PyTree) -> "Initializer":
+    seed = jax.ShapeDtypeStruct(seed_data(config).shape, jnp.uint32)
+    jaxpr, boxed = jax.make_jaxpr(_init_fn(config, tx, batch), return_shape=True)(seed)
+    return cls(jaxpr, boxed)
+
+  def __call__(self, seed: jax.Array) -> TrainState:
+    """seed key data -> the TrainState, unboxed."""
+    leaves = jax_core.jaxpr_as_fun(self.jaxpr)(seed)
+    state = jax.tree.unflatten(jax.tree.structure(self.boxed), leaves)
+    return state.replace(params=nn.unbox(state.params))
 
 
 def _like_params(tree: PyTree, params: PyTree, param_shardings: PyTree,
@@ -118,15 +145,15 @@ def _like_params(tree: PyTree, params: PyTree, param_shardings: PyTree,
 
 
 def abstract_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
-                   batch: PyTree, mesh: Mesh, rules: sharding.Rules
-                   ) -> tuple[TrainState, TrainState]:
+                   batch: PyTree, mesh: Mesh, rules: sharding.Rules,
+                   init: Optional[Initializer] = None) -> tuple[TrainState, TrainState]:
   """(the state's ShapeDtypeStructs with their shardings, the matching NamedShardings).
 
   Nothing is allocated: a 7B model's state on a 128-device mesh is described on a laptop
-  (launch/aot_check.py), and a restore reads each shard straight onto its device.
+  (launch/aot_check.py), and a restore reads each shard straight onto its device. `init`:
+  the initialiser already traced (else traced here).
   """
-  seed = jax.ShapeDtypeStruct(seed_data(config).shape, jnp.uint32)
-  boxed = jax.eval_shape(_init_fn(config, tx, batch, boxed=True), seed)
+  boxed = (init or Initializer.trace(config, tx, batch)).boxed
   param_sh = sharding.param_shardings(boxed.params, mesh, rules)
   params = nn.unbox(boxed.params)
   sharding.check_divisible(params, sharding.mesh_specs(boxed.params, rules), mesh)
@@ -143,10 +170,12 @@ def abstract_state(config: ml_collections.ConfigDict, tx: optax.GradientTransfor
 
 def create(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
            batch: PyTree, mesh: Mesh, rules: sharding.Rules,
-           shardings: Optional[TrainState] = None) -> TrainState:
-  """A fresh state, each device computing only its own shards."""
+           shardings: Optional[TrainState] = None,
+           init: Optional[Initializer] = None) -> TrainState:
+  """A fresh state, each device computing only its own shards (`init`: the initialiser
+  already traced, e.g. by StepPlan.make)."""
+  init = init or Initializer.trace(config, tx, batch)
   if shardings is None:
-    _, shardings = abstract_state(config, tx, batch, mesh, rules)
+    _, shardings = abstract_state(config, tx, batch, mesh, rules, init)
   with sharding.activate(mesh, rules):
-    return jax.jit(_init_fn(config, tx, batch, boxed=False), out_shardings=shardings)(
-        seed_data(config))
+    return jax.jit(init, out_shardings=shardings)(seed_data(config))

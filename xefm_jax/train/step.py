@@ -233,6 +233,7 @@ class StepPlan:
   lr: optax.Schedule
   abstract: TrainState  # ShapeDtypeStructs carrying their shardings
   shardings: TrainState
+  init: state_lib.Initializer  # traced once: the abstract state's and create's
   batch_shapes: PyTree
   batch_sharding: NamedSharding
   batch_shardings: PyTree
@@ -242,8 +243,9 @@ class StepPlan:
            mesh: jax.sharding.Mesh, rules: Any) -> "StepPlan":
     batch_shapes = init_lib.abstract_window_batch(window, config.data.batch_size)
     tx, lr = optimizer.make(config.optim, config.train.steps)
-    abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules)
-    return cls(config, mesh, rules, tx, lr, abstract, shardings, batch_shapes,
+    init = state_lib.Initializer.trace(config, tx, batch_shapes)
+    abstract, shardings = state_lib.abstract_state(config, tx, batch_shapes, mesh, rules, init)
+    return cls(config, mesh, rules, tx, lr, abstract, shardings, init, batch_shapes,
                NamedSharding(mesh, sharding.batch_spec(rules)),
                sharding.batch_shardings(batch_shapes, mesh, rules))
 
