@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import local, stage2
 from xefm_jax import config_check
 from xefm_jax import errors
 from xefm_jax.data import shards
+from xefm_jax.train import checkpoint
 from train_runs import FLAGS, with_devices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -222,3 +224,13 @@ def test_a_window_longer_than_every_episode_is_refused(shard_corpus):
 def test_closest_match():
   assert errors.closest("widht", ["width", "dtype", "fusion"]) == "width"
   assert errors.closest("policy", ["window", "future"]) is None
+
+
+def test_a_checkpoints_path_that_is_a_file_is_refused_at_start(tmp_path):
+  """Before the step compiles and trains, not at its first save (the sweep's failing point,
+  tests/test_sweep.py, is this case through the launcher)."""
+  path = tmp_path / "checkpoints"
+  path.write_text("not a directory")
+  train = ml_collections.ConfigDict(dict(ckpt_every=1, keep=1, async_checkpoint=False))
+  with pytest.raises(checkpoint.CheckpointError, match=f"{path}: not a directory"):
+    checkpoint.Checkpointer(path, train)

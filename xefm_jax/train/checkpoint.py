@@ -120,6 +120,10 @@ class Checkpointer:
   """Save / restore of (state, data iterator, config) under `directory`."""
 
   def __init__(self, directory: str | os.PathLike, train: ml_collections.ConfigDict):
+    if os.path.exists(directory) and not os.path.isdir(directory):
+      # refused now, not at the first save after the step has compiled and trained
+      raise CheckpointError(f"{directory}: not a directory; the run's checkpoints go there "
+                            "(move the file away or give another --workdir)")
     policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
         # every ckpt_every steps and at a preemption (not Orbax's default first-step save)

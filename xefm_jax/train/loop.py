@@ -185,6 +185,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if config.data.get("video_features"):
     check_video_features(config, corpus)
 
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", cfg)
+
   # Abstract shapes and shardings of everything the step touches.
   plan = step_lib.StepPlan.make(config, corpus.window_spec(config.data), mesh, rules)
   batch_sharding, batch_shardings = plan.batch_sharding, plan.batch_shardings
@@ -192,13 +194,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   # Data, then the state: restored (with the data's position) or fresh.
   train_iter = iter(pipeline.make_dataset(corpus, "train", config.data, train=True,
                                           seed=config.data.shuffle_seed))
-  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", cfg)
   ckpt.watch_sigterm()
   restored, state = ckpt.restore_latest(plan.abstract, train_iter)
   if restored is not None:
     log("restored step %d from %s", restored, workdir / "checkpoints")
   else:
-    state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings)
+    state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings,
+                             plan.init)
     if config.model.get("init_from"):
       state, _ = warm_start.apply(config, state)
   start = int(jax.device_get(state.step))
