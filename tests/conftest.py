@@ -105,3 +105,13 @@ def json_task_export(shard_corpus, shared_dir) -> pathlib.Path:
       json_tasks.run(str(shard_corpus), str(out), json_tasks.Options(**JSON_TASKS),
                      progress=False)
   return out
+
+
+def pytest_collection_modifyitems(items):
+  """The long tests first (the xdist groups, whose tests run in sequence on one worker, and
+  the `slow` end-to-end runs), collection order otherwise: pytest-xdist hands out work in
+  this order, so the long runs start at once and the short tests fill the other worker,
+  instead of a long run starting last and running alone (the two-process test did)."""
+  def long(item) -> bool:
+    return any(item.get_closest_marker(m) for m in ("xdist_group", "slow"))
+  items.sort(key=lambda item: not long(item))
