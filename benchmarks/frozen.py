@@ -45,7 +45,6 @@ from xefm_jax.parallel import sharding  # noqa: E402
 from xefm_jax.train import flops as flops_lib  # noqa: E402
 from xefm_jax.train import loop  # noqa: E402
 from xefm_jax.train import optimizer  # noqa: E402
-from xefm_jax.train import state as state_lib  # noqa: E402
 from xefm_jax.train import step as step_lib  # noqa: E402
 
 MIB = 1024 ** 2
@@ -64,8 +63,7 @@ def build(config, window, mesh, rules) -> dict:
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
           + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
   groups = optimizer.describe(plan.abstract.params, config.optim)
-  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings,
-                           plan.init)
+  state = plan.create_state()
   return dict(plan=plan, step=compiled, state=state, result=dict(
       trained_params=sum(v for k, v in groups.items() if k != optimizer.FROZEN),
       frozen_params=groups.get(optimizer.FROZEN, 0),

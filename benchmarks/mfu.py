@@ -36,7 +36,6 @@ from xefm_jax.objectives import base as objectives_base  # noqa: E402
 from xefm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from xefm_jax.parallel import sharding  # noqa: E402
 from xefm_jax.train import flops as flops_lib  # noqa: E402
-from xefm_jax.train import state as state_lib  # noqa: E402
 from xefm_jax.train import step as step_lib  # noqa: E402
 
 
@@ -67,8 +66,7 @@ def main() -> None:
   dtype = jnp.dtype(config.model.dtype)
 
   peak_before = flops_lib.measure_matmul_peak(dtype)
-  state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings,
-                           plan.init)
+  state = plan.create_state()
   start = time.perf_counter()
   traced = plan.trace()
   with sharding.activate(mesh, rules):

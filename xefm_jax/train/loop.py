@@ -199,8 +199,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   if restored is not None:
     log("restored step %d from %s", restored, workdir / "checkpoints")
   else:
-    state = state_lib.create(config, plan.tx, plan.batch_shapes, mesh, rules, plan.shardings,
-                             plan.init)
+    state = plan.create_state()
     if config.model.get("init_from"):
       state, _ = warm_start.apply(config, state)
   start = int(jax.device_get(state.step))

@@ -249,6 +249,11 @@ class StepPlan:
                NamedSharding(mesh, sharding.batch_spec(rules)),
                sharding.batch_shardings(batch_shapes, mesh, rules))
 
+  def create_state(self) -> TrainState:
+    """A fresh state on its shards, from the initialiser this plan traced."""
+    return state_lib.create(self.config, self.tx, self.batch_shapes, self.mesh, self.rules,
+                            self.shardings, self.init)
+
   def trace(self) -> Any:
     """The jitted train step traced from abstract arguments: `.jaxpr` is its program
     (flops.step_model_flops reads it), `.lower().compile()` the executable."""
