@@ -2,8 +2,8 @@
 
 Every parameter is declared through `nn.with_logical_partitioning`, so where it lives on the
 mesh is decided by the config's `logical_axis_rules`, never here. Kernels are declared at
-full rank and applied with `lax.dot_general` (MaxText's DenseGeneral): Linen's own
-DenseGeneral flattens rank-3 kernels and loses their logical names.
+full rank (MaxText's DenseGeneral: Linen's own flattens rank-3 kernels and loses their
+logical names) and applied as one matrix product of the flattened dims (DenseGeneral).
 
 Parameters are created in `param_dtype` (fp32 master weights) and cast to `dtype` (bf16)
 for the matmuls; norms and softmax statistics are computed in fp32.
@@ -88,9 +88,15 @@ class DenseGeneral(nn.Module):
         out_axis=tuple(range(n_in, len(kernel_shape))))
     kernel = self.param("kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
                         kernel_shape, self.param_dtype)
-    x = x.astype(self.dtype)
-    y = jax.lax.dot_general(x, kernel.astype(self.dtype),
-                            ((axes, tuple(range(n_in))), ((), ())))
+    # One matrix product over the flattened leading (token) dims and the flattened
+    # contracted dims: the kernel gradient then contracts over a single dimension, which
+    # XLA:CPU's dot takes as it is; contracting over (batch, length) at full rank made it
+    # transpose and copy the activations and kernels of every projection in the backward
+    # pass (a one-layer fusion stack's gradient: 32 -> 18 copies, 24 -> 10 transposes).
+    lead = x.shape[:x.ndim - n_in]
+    k, f = int(np.prod(in_shape)), int(np.prod(features))
+    y = jnp.dot(x.reshape(-1, k).astype(self.dtype),
+                kernel.reshape(k, f).astype(self.dtype)).reshape(lead + features)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros, tuple(self.kernel_axes[n_in:])), features, self.param_dtype)
