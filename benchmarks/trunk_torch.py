@@ -11,13 +11,13 @@ tokenizer input size to the encoder width (64) for its real token count (video 9
 encoder layer, a norm and the projection to the fusion width (192); then the fusion stack (4
 layers, 4 heads of 48, MLP 768, RMSNorm with query/key norms, tanh GELU) over every token
 plus the three readouts (readable by no other token), a final norm, a mean-square loss on
-the readouts, and AdamW. The JAX side is xefm_jax's own modules (TransformerStack, Attention,
-DenseGeneral, RMSNorm, Embed and the attention mask the model builds), jitted; the PyTorch
+the readouts, and AdamW. The JAX side is xefm_jax's own modules (the model's FusionTransformer,
+TransformerStack, Attention, DenseGeneral, RMSNorm, Embed), jitted; the PyTorch
 side is written here to the same shapes (nn.Linear, nn.RMSNorm, scaled_dot_product_attention
 with the same boolean mask, nn.Embedding), eager and under torch.compile. The parameter
 counts must agree (checked). Not in either: the tokenizers' own arithmetic (the audio
-log-mel, depth confidence), the time sinusoid and the masking of hidden tokens; the inputs
-are random patches. Same batch, float32, both on all cores of this machine.
+log-mel, depth confidence) and the masking of hidden tokens; the fusion's time sinusoid
+(an elementwise add) is on the JAX side only; the inputs are random patches. Same batch, float32, both on all cores of this machine.
 
 Timing: `rounds` rounds; each runs every implementation for `steps` steps after warm-up, in
 turn, so a noisy machine slows all of them alike; the figure is the median step over all
@@ -46,6 +46,8 @@ import optax  # noqa: E402
 
 from configs import local  # noqa: E402
 from xefm_jax.model import layers  # noqa: E402
+from xefm_jax.model.fusion import FusionTransformer  # noqa: E402
+from xefm_jax.model.tokens import TokenGroup  # noqa: E402
 from xefm_jax.model.transformer import TransformerStack  # noqa: E402
 
 # modality -> ((input field, features per token, tokens), ...) at configs/local.py; features
@@ -90,7 +92,7 @@ class JaxTrunk(nn.Module):
   @nn.compact
   def __call__(self, batch):
     m = self.config
-    groups = []
+    groups = {}
     for name, fields in INPUTS.items():
       enc = m.modalities[name].encoder
       pieces = []
@@ -107,21 +109,11 @@ class JaxTrunk(nn.Module):
       valid = jnp.ones(x.shape[:2], bool)
       x = TransformerStack(enc, name=f"{name}_encoder")(x, layers.attention_mask(valid))
       x = layers.RMSNorm(name=f"{name}_encoder_norm")(x)
-      groups.append(layers.DenseGeneral(m.width, ("input", "embed"),
-                                        name=f"{name}_to_fusion")(x))
-    table = layers.learned_table(self, "modality_embedding", len(groups), m.width, jnp.float32)
-    tokens = jnp.concatenate([g + table[i] for i, g in enumerate(groups)], axis=1)
-    n = tokens.shape[1]
-    readouts = [layers.learned_table(self, f"readout_{k}", c, m.width, jnp.float32)
-                for k, c in sorted(m.fusion.readouts.items())]
-    readouts = jnp.broadcast_to(jnp.concatenate(readouts, 0)[None],
-                                (tokens.shape[0], sum(m.fusion.readouts.values()), m.width))
-    x = jnp.concatenate([tokens, readouts], axis=1)
-    attendable = np.arange(x.shape[1]) < n
-    mask = layers.attention_mask(jnp.ones(x.shape[:2], bool), attendable)
-    x = TransformerStack(m.fusion, name="fusion")(x, mask)
-    x = layers.RMSNorm(name="final_norm")(x)
-    return jnp.mean(jnp.square(x[:, n:] - batch["target"]))
+      x = layers.DenseGeneral(m.width, ("input", "embed"), name=f"{name}_to_fusion")(x)
+      groups[name] = TokenGroup(x, valid, jnp.zeros(x.shape[1], jnp.float32))
+    _, readouts = FusionTransformer(m.fusion, tuple(INPUTS), name="fusion")(groups)
+    x = jnp.concatenate([readouts[k] for k in sorted(readouts)], axis=1)
+    return jnp.mean(jnp.square(x - batch["target"]))
 
 
 def jax_step_fn(config, batch):
@@ -262,11 +254,14 @@ def main() -> None:
   p.add_argument("--only", default="jax,torch_eager,torch_compile",
                  help="comma-separated implementations to run")
   args = p.parse_args()
-  try:
-    import torch
-  except ImportError:
-    sys.exit("benchmarks/trunk_torch.py needs PyTorch: pip install -e '.[bench]' (the "
-             "project itself does not import it)")
+  names = args.only.split(",")
+  torch = None
+  if any(n.startswith("torch") for n in names):
+    try:
+      import torch
+    except ImportError:
+      sys.exit("benchmarks/trunk_torch.py needs PyTorch: pip install -e '.[bench]' (the "
+               "project itself does not import it), or --only jax")
 
   config = local.get_config()
   batch = make_batch(config, args.batch_size)
@@ -274,7 +269,7 @@ def main() -> None:
   makers = {"jax": lambda: jax_step_fn(config, batch),
             "torch_eager": lambda: torch_step_fn(config, batch, False),
             "torch_compile": lambda: torch_step_fn(config, batch, True)}
-  makers = {n: makers[n] for n in args.only.split(",")}
+  makers = {n: makers[n] for n in names}
   for name, make in makers.items():
     t0 = time.perf_counter()
     runs[name], counts[name] = make()
@@ -303,8 +298,9 @@ def main() -> None:
             "median_step_ms": {n: round(v, 2) for n, v in medians.items()},
             "jax_over": {n: round(medians["jax"] / v, 3) for n, v in medians.items()
                          if n != "jax" and "jax" in medians},
-            "threads": {"torch": torch.get_num_threads(), "cpus": os.cpu_count()},
-            "torch": torch.__version__, "jax": jax.__version__}
+            "cpus": os.cpu_count(), "jax": jax.__version__}
+  if torch is not None:
+    result.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
   for name, ms in medians.items():
     print(f"{name:>14}: {ms:7.1f} ms per step (median of {len(times[name])})")
   print(json.dumps(result))
