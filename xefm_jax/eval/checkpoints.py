@@ -79,9 +79,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step:
   """(the Pretrainer's parameters of `step` ({"model": trunk, "<objective>": head}), the
   exponential moving average of the trunk (train/state.py `ema`, shaped like
   params["model"])), each on its shards of `mesh` (the config's logical-axis rules)."""
-  rules = sharding.rules_from_config(config)
-  tx, _ = optimizer.make(config.optim, int(config.train.steps))
-  abstract, _ = state_lib.abstract_state(config, tx, _batch_shapes(config), mesh, rules)
+  abstract = _abstract_state(config, mesh)
   manager = _manager(workdir)
   try:
     restored = train_checkpoint.restore_item(manager, step, "state",
@@ -89,6 +87,22 @@ def restore(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step:
   finally:
     manager.close()
   return restored.params, restored.ema
+
+
+_ABSTRACT: dict[tuple[str, Mesh], Any] = {}
+
+
+def _abstract_state(config: ml_collections.ConfigDict, mesh: Mesh) -> Any:
+  """The run's abstract train state on `mesh` (state.abstract_state), memoised per (config,
+  mesh): it traces the Pretrainer's initialiser, seconds that every further checkpoint of
+  the same run (--checkpoint=all, a learning curve) would otherwise repeat."""
+  key = (config.to_json_best_effort(sort_keys=True), mesh)
+  if key not in _ABSTRACT:
+    rules = sharding.rules_from_config(config)
+    tx, _ = optimizer.make(config.optim, int(config.train.steps))
+    _ABSTRACT[key] = state_lib.abstract_state(config, tx, _batch_shapes(config), mesh,
+                                              rules)[0]
+  return _ABSTRACT[key]
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str | os.PathLike, step: int,

@@ -193,9 +193,19 @@ class XEFM(nn.Module):
     return self(batch["next"], train=False)
 
 
+_TOKEN_COUNTS: dict[tuple, dict[str, int]] = {}
+
+
 def token_counts(model: XEFM, batch: Batch) -> dict[str, int]:
   """Tokens per window for each modality, from shapes only (nothing is computed or
-  allocated): what a masked-modeling objective sizes its `keep` masks with."""
-  shapes = jax.eval_shape(
-      lambda b: model.init_with_output(jax.random.key(0), b, method=XEFM.encode)[0], batch)
-  return {name: g.mask.shape[1] for name, g in shapes.tokens.items()}
+  allocated): what a masked-modeling objective sizes its `keep` masks with. Memoised per
+  (model config, batch shapes): the abstract init it takes traces every encoder, seconds of
+  Python that every trace of a train step would otherwise repeat."""
+  leaves, treedef = jax.tree.flatten(batch)
+  key = (model.config.to_json_best_effort(sort_keys=True), str(treedef),
+         tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
+  if key not in _TOKEN_COUNTS:
+    shapes = jax.eval_shape(
+        lambda b: model.init_with_output(jax.random.key(0), b, method=XEFM.encode)[0], batch)
+    _TOKEN_COUNTS[key] = {name: g.mask.shape[1] for name, g in shapes.tokens.items()}
+  return dict(_TOKEN_COUNTS[key])

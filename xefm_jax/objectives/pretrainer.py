@@ -43,12 +43,12 @@ class Pretrainer(nn.Module):
     keep: dict[str, Array] = {}
     batch_size = jax.tree.leaves(batch)[0].shape[0]
     masked_rows = max((h.masked_rows(batch_size) for h in self.heads.values()), default=0)
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
-    counts = xefm.token_counts(xefm.XEFM(self.config.model, parent=None), shapes)  # unbound
-    for head in self.heads.values():
-      hidden = head.hide(batch, counts) if train else None
-      for name, k in (hidden or {}).items():
-        keep[name] = keep[name] & k if name in keep else k
+    if train and masked_rows:  # a head hides tokens: size its masks
+      shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+      counts = xefm.token_counts(xefm.XEFM(self.config.model, parent=None), shapes)  # unbound
+      for head in self.heads.values():
+        for name, k in (head.hide(batch, counts) or {}).items():
+          keep[name] = keep[name] & k if name in keep else k
     out = self.model(batch, train=train, keep=keep or None)
     passes, sub = {}, {}
     for head in self.heads.values() if side_passes else ():
