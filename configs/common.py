@@ -253,6 +253,10 @@ def train_config() -> ml_collections.ConfigDict:
   # at start (CPU)
   t.peak_flops_per_device = 0.0
   t.rng_impl = "threefry2x32"  # PRNG of dropout and masking (unsafe_rbg: faster on TPU)
+  # The initialiser's random bits from one flat draw instead of one per parameter
+  # (train/fused_draws.py): compiles far faster on CPU, but the flat draw is not sharded
+  # like the parameters, so the stage configs keep the per-parameter draws
+  t.fused_init_draws = False
   return t
 
 

@@ -41,8 +41,10 @@ def test_mesh_shape_fills_one_axis_and_names_bad_meshes():
 
 def test_sharded_init_places_every_parameter_by_the_rules_and_the_report_agrees():
   mesh = _mesh(2, 2, 2)
-  key = jax.random.key(0, impl="unsafe_rbg")  # compiles ~2x faster on CPU than threefry
-  variables, _ = init.init_sharded(MODEL, BATCH, mesh, RULES, key)
+  key = jax.random.key(0, impl=CONFIG.train.rng_impl)
+  # the local configs' fused draws (the eval job's random trunk): each output on its shards
+  variables, _ = init.init_sharded(MODEL, BATCH, mesh, RULES, key,
+                                   CONFIG.train.fused_init_draws)
   boxed = init.abstract_variables(MODEL, BATCH)
   flat = jax.tree_util.tree_flatten_with_path(
       boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]

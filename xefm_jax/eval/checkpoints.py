@@ -117,5 +117,5 @@ def random_params(config: ml_collections.ConfigDict, mesh: Mesh, seed: int,
   rules = sharding.rules_from_config(config)
   key = jax.random.key(seed, impl=impl or config.train.get("rng_impl", "threefry2x32"))
   variables, _ = init_lib.init_sharded(XEFM(config.model), _batch_shapes(config), mesh, rules,
-                                       key)
+                                       key, bool(config.train.get("fused_init_draws", False)))
   return nn.unbox(variables)["params"]

@@ -14,10 +14,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xefm_jax.data import spec
 from xefm_jax.parallel import sharding
+from xefm_jax.train import fused_draws
 
 PyTree = Any
 
@@ -43,11 +44,12 @@ def abstract_variables(model: nn.Module, batch: PyTree, rng: jax.Array | None = 
 
 
 def init_sharded(model: nn.Module, batch: PyTree, mesh: Mesh, rules: sharding.Rules,
-                 rng: jax.Array) -> tuple[PyTree, PyTree]:
+                 rng: jax.Array, fused: bool = False) -> tuple[PyTree, PyTree]:
   """Unboxed variables created sharded on `mesh`, and their NamedShardings.
 
   batch: a batch or its abstract shapes; only shapes matter (parameter shapes follow the
-  window's, the values never reach the parameters).
+  window's, the values never reach the parameters). fused: the random bits from one flat
+  draw (config.train.fused_init_draws; train/fused_draws.py), other values for the key.
   """
   shapes = abstract_batch(batch)
   boxed = abstract_variables(model, shapes, rng)
@@ -59,5 +61,11 @@ def init_sharded(model: nn.Module, batch: PyTree, mesh: Mesh, rules: sharding.Ru
     return nn.unbox(model.init(key, zeros))
 
   with sharding.activate(mesh, rules):
-    variables = jax.jit(init, out_shardings=shardings)(rng)
-  return variables, shardings
+    if not fused:
+      return jax.jit(init, out_shardings=shardings)(rng), shardings
+    closed, out = jax.make_jaxpr(init, return_shape=True)(rng)
+    draws = fused_draws.FusedDraws(closed)
+    flat = jax.jit(draws.draw, out_shardings=NamedSharding(mesh, PartitionSpec()))(
+        jax.random.fold_in(rng, fused_draws.POOL))
+    leaves = jax.jit(draws.apply, out_shardings=jax.tree.leaves(shardings))(flat, rng)
+  return jax.tree.unflatten(jax.tree.structure(out), leaves), shardings

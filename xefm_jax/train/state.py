@@ -14,6 +14,7 @@ what a restore targets, so a checkpoint written on one mesh is read back onto an
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import flax
@@ -29,6 +30,7 @@ from xefm_jax.model.xefm import XEFM
 from xefm_jax.objectives.pretrainer import Pretrainer
 from xefm_jax.parallel import init as init_lib
 from xefm_jax.parallel import sharding
+from xefm_jax.train import fused_draws
 
 PyTree = Any
 
@@ -103,21 +105,42 @@ class Initializer:
   """The state's initialiser, traced once: `boxed` (the output's ShapeDtypeStructs, params
   boxed with their logical names) gives the abstract state and its shardings, and calling it
   replays the same program (`jaxpr`) for `create` to compile, instead of tracing the model a
-  second time (seconds per launch at any size: the trace is Python, not XLA)."""
+  second time (seconds per launch at any size: the trace is Python, not XLA).
+
+  `fused` (config.train.fused_init_draws): the random bits of the parameters come from one
+  flat draw, compiled as a program of its own (`draw`; train/fused_draws.py): the tiny
+  model's initialiser compiles in a fraction of the time, with other values than the
+  per-parameter draws for the same seed."""
 
   jaxpr: jax_core.ClosedJaxpr
   boxed: TrainState
+  impl: str = "threefry2x32"
+  fused: bool = False
 
   @classmethod
   def trace(cls, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
             batch: PyTree) -> "Initializer":
     seed = jax.ShapeDtypeStruct(seed_data(config).shape, jnp.uint32)
     jaxpr, boxed = jax.make_jaxpr(_init_fn(config, tx, batch), return_shape=True)(seed)
-    return cls(jaxpr, boxed)
+    return cls(jaxpr, boxed, config.train.rng_impl,
+               bool(config.train.get("fused_init_draws", False)))
 
-  def __call__(self, seed: jax.Array) -> TrainState:
-    """seed key data -> the TrainState, unboxed."""
-    leaves = jax_core.jaxpr_as_fun(self.jaxpr)(seed)
+  @functools.cached_property
+  def _fused(self) -> fused_draws.FusedDraws:
+    return fused_draws.FusedDraws(self.jaxpr)
+
+  def draw(self, seed: jax.Array) -> dict[int, jax.Array]:
+    """The flat draws `__call__` reads when `fused`, from the seed's key data."""
+    key = jax.random.wrap_key_data(seed, impl=self.impl)
+    return self._fused.draw(jax.random.fold_in(key, fused_draws.POOL))
+
+  def __call__(self, seed: jax.Array, flat: Optional[dict[int, jax.Array]] = None
+               ) -> TrainState:
+    """seed key data -> the TrainState, unboxed (`flat`: `draw(seed)`, computed apart)."""
+    if self.fused:
+      leaves = self._fused.apply(self.draw(seed) if flat is None else flat, seed)
+    else:
+      leaves = jax_core.jaxpr_as_fun(self.jaxpr)(seed)
     state = jax.tree.unflatten(jax.tree.structure(self.boxed), leaves)
     return state.replace(params=nn.unbox(state.params))
 
@@ -177,5 +200,9 @@ def create(config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
   init = init or Initializer.trace(config, tx, batch)
   if shardings is None:
     _, shardings = abstract_state(config, tx, batch, mesh, rules, init)
+  seed = seed_data(config)
   with sharding.activate(mesh, rules):
-    return jax.jit(init, out_shardings=shardings)(seed_data(config))
+    if not init.fused:
+      return jax.jit(init, out_shardings=shardings)(seed)
+    flat = jax.jit(init.draw, out_shardings=NamedSharding(mesh, PartitionSpec()))(seed)
+    return jax.jit(init, out_shardings=shardings)(seed, flat)
