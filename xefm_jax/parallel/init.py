@@ -63,9 +63,5 @@ def init_sharded(model: nn.Module, batch: PyTree, mesh: Mesh, rules: sharding.Ru
   with sharding.activate(mesh, rules):
     if not fused:
       return jax.jit(init, out_shardings=shardings)(rng), shardings
-    closed, out = jax.make_jaxpr(init, return_shape=True)(rng)
-    draws = fused_draws.FusedDraws(closed)
-    flat = jax.jit(draws.draw, out_shardings=NamedSharding(mesh, PartitionSpec()))(
-        jax.random.fold_in(rng, fused_draws.POOL))
-    leaves = jax.jit(draws.apply, out_shardings=jax.tree.leaves(shardings))(flat, rng)
-  return jax.tree.unflatten(jax.tree.structure(out), leaves), shardings
+    return fused_draws.jit_init(init, rng, shardings,
+                                NamedSharding(mesh, PartitionSpec())), shardings

@@ -29,7 +29,7 @@ is off in the stage configs, on in configs/local.py).
 from __future__ import annotations
 
 import collections
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -163,3 +163,16 @@ class FusedDraws:
     outs = _eval(self._jaxpr, self._consts, args, pool)
     pool.check_used()
     return outs
+
+
+def jit_init(fn: Callable[[jax.Array], Any], key: jax.Array, out_shardings: Any = None,
+             draw_sharding: Optional[jax.sharding.Sharding] = None) -> Any:
+  """`jax.jit(fn, out_shardings=out_shardings)(key)` with fn's draws fused: the flat draw
+  (keyed by `key` folded in with POOL, placed by `draw_sharding`) and the rest compiled as
+  two programs. `fn`: an initialiser of a typed key, e.g. `lambda k: model.init(k, x)`."""
+  closed, out = jax.make_jaxpr(fn, return_shape=True)(key)
+  draws = FusedDraws(closed)
+  flat = jax.jit(draws.draw, out_shardings=draw_sharding)(jax.random.fold_in(key, POOL))
+  leaf_shardings = None if out_shardings is None else jax.tree.leaves(out_shardings)
+  leaves = jax.jit(draws.apply, out_shardings=leaf_shardings)(flat, key)
+  return jax.tree.unflatten(jax.tree.structure(out), leaves)
