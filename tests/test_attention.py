@@ -17,6 +17,10 @@ from xefm_jax.data import spec
 from xefm_jax.model import attention, layers
 from xefm_jax.model.xefm import XEFM, token_counts
 
+# One xdist worker takes the module: its tests reuse what the first compiles (run alone:
+# whole modules per worker took 182-202 CPU-s for this and two other modules, 235-258 spread).
+pytestmark = pytest.mark.xdist_group("attention")
+
 FAST = ("cudnn", "splash")
 
 

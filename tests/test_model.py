@@ -15,6 +15,10 @@ from xefm_jax.data import spec
 from xefm_jax.model.xefm import XEFM, XEFMOutput, token_counts
 from xefm_jax.parallel import init
 
+# One xdist worker takes the module: its tests reuse what the first compiles (run alone:
+# whole modules per worker took 182-202 CPU-s for this and two other modules, 235-258 spread).
+pytestmark = pytest.mark.xdist_group("model")
+
 CONFIG = local.get_config("tiny")
 SPEC = spec.WindowSpec.from_config(CONFIG.data)
 MODEL = XEFM(CONFIG.model)

@@ -22,6 +22,10 @@ from xefm_jax.data import spec
 from xefm_jax.model.xefm import XEFM, token_counts
 from xefm_jax.objectives.pretrainer import Pretrainer
 
+# One xdist worker takes the module: its tests reuse what the first compiles (run alone:
+# whole modules per worker took 182-202 CPU-s for this and two other modules, 235-258 spread).
+pytestmark = pytest.mark.xdist_group("pretraining_defects")
+
 B = 8
 SUPERVISED = ("procedure", "contact", "captioning")
 
