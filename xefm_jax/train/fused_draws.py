@@ -5,21 +5,22 @@ truncated normal per kernel): ~175 `random_bits` calls for configs/local.py:tiny
 expands every call into its own copy of the generator (~600 HLO lines each for rbg's
 Philox, more for threefry's rounds), and compiling those copies is most of the
 initialiser's compile: 186 draws of assorted shapes compile in 11-17 s (unsafe_rbg) or
-33-40 s (threefry), the same numbers as one draw in 2.6-2.8 s (2 cores).
+33-40 s (threefry), one draw of their total size in 2.6-2.8 s (2 cores).
 
 `FusedDraws(jaxpr)` evaluates an initialiser's program (a ClosedJaxpr, as
-`state.Initializer` traces it) with every live `random_bits` call outside loops replaced by
-the next slice of one `jax.random.bits` draw per bit width, drawn by a program of its own. Each
-parameter still gets its own independent bits, drawn from the same generator; what the
-initialisers do with them (scaling, truncation, erf_inv) is unchanged, so every
-parameter's distribution is the one its initialiser defines. Only the values differ from
-the per-call draws: a checkpoint made one way does not match a seed drawn the other, and
-two calls with the same key (the same bits, in the original) get different bits here.
+`state.Initializer` traces it) with every `random_bits` call replaced by the next slice of
+one `jax.random.bits` draw per bit width, drawn by a program of its own. Each parameter
+still gets its own independent bits from the same generator; what the initialisers do with
+them (scaling, truncation, erf_inv) is unchanged, so every parameter's distribution is the
+one its initialiser defines. Only the values differ from the per-call draws: a checkpoint
+made one way does not match a seed drawn the other, and two calls with the same key (the
+same bits, in the original) get different bits here.
 
 A scan whose body draws (a scanned layer stack) reads a (length, n) block, one row per
-iteration; calls inside other loops and branches (while, cond) keep their own draws. Dead code is removed first (the forward pass `init` traces to learn shapes,
-masking's and dropout's draws), so the draw covers only what reaches the outputs (XLA
-removes the key derivations that only fed replaced draws).
+iteration; calls inside other loops and branches (while, cond) keep their own draws. Dead
+code is removed first (the forward pass `init` traces to learn shapes, masking's and
+dropout's draws), so the draw covers only what reaches the outputs (XLA removes the key
+derivations that only fed replaced draws).
 
 The draw is one flat array: XLA cannot give each device only its parameters' bits, so a
 sharded multi-host model should keep the per-parameter draws (`config.train.fused_init_draws`
