@@ -88,7 +88,7 @@ class _Pool:
 
   def check_used(self) -> None:
     sizes = {w: int(x.shape[0]) for w, x in self._flat.items()}
-    if dict(self._offset) != sizes:  # _draws and _eval disagree: a bug here
+    if dict(self._offset) != sizes:  # draw_sizes and _eval disagree: a bug here
       raise AssertionError(f"fused draws: took {dict(self._offset)} of {sizes}")
 
 
@@ -108,8 +108,8 @@ def _eval(jaxpr: jax_core.Jaxpr, consts: Sequence[Any], args: Sequence[Any],
     elif eqn.primitive is _JIT:
       sub = eqn.params["jaxpr"]
       outs = _eval(sub.jaxpr, sub.consts, invals, pool)
-    elif eqn.primitive is _SCAN and draw_sizes(eqn.params["jaxpr"].jaxpr):
-      outs = _scan(eqn, invals, pool)
+    elif eqn.primitive is _SCAN and (sizes := draw_sizes(eqn.params["jaxpr"].jaxpr)):
+      outs = _scan(eqn, invals, pool, sizes)
     else:
       with eqn.ctx.manager:  # as jax.core.eval_jaxpr binds
         outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
@@ -118,12 +118,13 @@ def _eval(jaxpr: jax_core.Jaxpr, consts: Sequence[Any], args: Sequence[Any],
   return [read(v) for v in jaxpr.outvars]
 
 
-def _scan(eqn: jax_core.JaxprEqn, invals: list[Any], pool: _Pool) -> list[Any]:
-  """A scan whose body draws: each iteration reads its own row of a block of the pool,
-  passed in as one more scanned input."""
+def _scan(eqn: jax_core.JaxprEqn, invals: list[Any], pool: _Pool,
+          sizes: dict[int, int]) -> list[Any]:
+  """A scan whose body draws `sizes` per iteration: each iteration reads its own row of a
+  block of the pool, passed in as one more scanned input."""
   p = eqn.params
   body, length = p["jaxpr"], p["length"]
-  rows = {w: pool.take(w, (length, n)) for w, n in draw_sizes(body.jaxpr).items()}
+  rows = {w: pool.take(w, (length, n)) for w, n in sizes.items()}
   consts = invals[:p["num_consts"]]
   carry = invals[p["num_consts"]:p["num_consts"] + p["num_carry"]]
   xs = invals[p["num_consts"] + p["num_carry"]:]
