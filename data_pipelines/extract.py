@@ -159,6 +159,7 @@ def run(config: ml_collections.ConfigDict, root: str | os.PathLike, name: str,
 def main(argv):
   del argv
   console.quiet_libraries()
+  host.restrict_compilation_cache()  # a cache from the environment: one-device CPU only
   config = _CONFIG.value
   root = _SHARDS.value or config.data.shards
   if not root or not _NAME.value:

@@ -35,7 +35,7 @@ import tqdm
 
 from data_pipelines.synth import cameras, profiles, quirks as quirks_lib, writer
 from data_pipelines.synth.profiles import Profile
-from xefm_jax import errors
+from xefm_jax import errors, host
 from xefm_jax.data import shards
 
 DEVICE_VERSION = "xperience-synth-1.0"
@@ -45,10 +45,13 @@ CACHE_ENV = "XEFM_JAX_CACHE"  # where compiled renderer kernels are kept; "" dis
 
 def enable_compilation_cache() -> None:
   """Keeps compiled kernels on disk so later runs and worker processes skip compiling
-  (about 5 s per process for the small profile). Leaves a cache set by the caller alone."""
+  (about 5 s per process for the small profile). Leaves a cache set by the caller alone;
+  turns the cache off in a CPU process with several devices, where programs loaded from it
+  deadlock (`host.restrict_compilation_cache`). Starts the backend: call after
+  `jax.distributed.initialize` and before the first compilation."""
   import jax  # after XLA_FLAGS are settled (see _init_worker)
 
-  if jax.config.jax_compilation_cache_dir:
+  if not host.restrict_compilation_cache() or jax.config.jax_compilation_cache_dir:
     return
   default = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
   path = os.environ.get(CACHE_ENV, str(default / "xefm_jax" / "jax"))
@@ -122,9 +125,13 @@ def _write_one(job: _Job, session_index: int, episode: int) -> tuple[str, bool]:
 
 
 def _init_worker() -> None:
-  # One process per episode stream: XLA and x264 each get one core, not all of them.
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_cpu_multi_thread_eigen=false").strip()
+  # One process per episode stream: XLA and x264 each get one core, not all of them, and
+  # the renderer one device (a parent's simulated mesh would also keep the worker off the
+  # compilation cache).
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  os.environ["XLA_FLAGS"] = " ".join(flags + ["--xla_cpu_multi_thread_eigen=false",
+                                              "--xla_force_host_platform_device_count=1"])
   enable_compilation_cache()
 
 

@@ -91,6 +91,7 @@ def json_task_predictions(run: suite.Run, step: int, cfg, out_dir: pathlib.Path,
 def main(argv):
   del argv
   console.quiet_libraries()
+  host.restrict_compilation_cache()  # a cache from the environment: one-device CPU only
   cfg = _CONFIG.value
   steps = checkpoints.steps(_WORKDIR.value)
   which = _CHECKPOINT.value

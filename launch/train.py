@@ -64,11 +64,6 @@ def initialize_distributed() -> None:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value == "yes" or _DISTRIBUTED.value == "auto" and _managed_cluster():
     jax.distributed.initialize()
-  if jax.process_count() > 1 and jax.default_backend() == "cpu":
-    # Process 0 alone writes the persistent compilation cache and the others load its
-    # executables; an XLA:CPU executable is not portable between the processes of a gloo
-    # job (their collectives mismatch and abort), so multi-process CPU jobs compile afresh.
-    jax.config.update("jax_enable_compilation_cache", False)
   if jax.process_count() > 1:
     # Orbax's barriers as the coordination service's (with timeouts), not as device
     # collectives: a collective barrier launched between train steps is one more program
@@ -80,8 +75,10 @@ def main(argv):
   del argv
   config = _CONFIG.value
   console.quiet_libraries()
-  synthesize.enable_compilation_cache()  # a restarted run skips compiling its step
   initialize_distributed()
+  # A restarted run skips compiling its step; off for CPU jobs of several devices or
+  # processes, whose cached programs deadlock or mismatch in their collectives (host.py).
+  synthesize.enable_compilation_cache()
   config_check.check(config, num_devices=jax.device_count(),
                      process_count=jax.process_count())
   name = pathlib.Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem

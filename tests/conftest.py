@@ -32,6 +32,13 @@ def shared_dir(tmp_path_factory) -> pathlib.Path:
   return (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "shared-corpus"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_compilation_cache(shared_dir):
+  """The renderer's worker processes (synthesize() called here) keep their compiled kernels
+  in the session's compilation cache, not the user's (~/.cache/xefm_jax)."""
+  os.environ["XEFM_JAX_CACHE"] = str(shared_dir / "jax-cache")
+
+
 @pytest.fixture(scope="session")
 def raw_corpus(shared_dir) -> pathlib.Path:
   from data_pipelines import synthesize

@@ -8,10 +8,17 @@ and TPU it changes nothing that they read.
 - An asynchronously dispatched step can start on some devices while the previous one still
   runs on others; the two executions' collectives then wait on each other (seen with 8
   devices and the side passes). Accelerators order executions per device.
-- Neither removes every hang: on a loaded 2-core machine an execution can still
-  stop in an all-gather with devices at different collectives (2 of 4 reference runs of the
-  suite here, and once in CI); XLA then aborts the process after its
-  collective timeout (40 s). A simulated-mesh limitation (NOTES.md), not one of GPU or TPU.
+- The hangs recorded with both rules in place (a collective that not every device
+  reaches, then XLA's abort after its 40 s collective timeout: 2 of 4 reference runs of the
+  suite, once in CI, twice in test_train_step) ran where the persistent compilation cache
+  was on (the tests' launchers share one; a test worker turned it on by calling
+  `synthesize()`): the one cause reproduced, next item.
+- JAX's persistent compilation cache only where a process runs one CPU device in all
+  (`restrict_compilation_cache`): an XLA:CPU program with collectives loaded from the cache
+  deadlocks in a collective (jax 0.10.2: test_train_step's sharded step on 8 simulated
+  devices, compiled afresh 3 of 3 runs pass, loaded from the cache 5 of 5 stop in a
+  collective-permute that 6 of 8 devices reach, and XLA aborts after 40 s), and across a
+  gloo job's processes the collectives mismatch. GPU and TPU keep the cache.
 """
 
 from __future__ import annotations
@@ -40,3 +47,21 @@ def configure() -> None:
   os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+def persistent_cache_is_safe() -> bool:
+  """Whether this process may load programs from JAX's persistent compilation cache: on GPU
+  and TPU always, on CPU only with one device in the whole job (module docstring). Starts
+  the backend: call after `jax.distributed.initialize`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.default_backend() != "cpu" or jax.device_count() == 1
+
+
+def restrict_compilation_cache() -> bool:
+  """Turns JAX's persistent compilation cache off where it is not safe; returns whether it
+  may be used. Call before the first compilation (JAX decides at the first one)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if persistent_cache_is_safe():
+    return True
+  jax.config.update("jax_enable_compilation_cache", False)
+  return False
