@@ -40,15 +40,12 @@ def locked(path: pathlib.Path):
 
 
 def with_devices(env: dict, count: int) -> dict:
-  """`env` with `count` simulated CPU devices; with several, without the session's
-  compilation cache (programs with collectives loaded from it deadlock: xefm_jax/host.py)."""
+  """`env` with `count` simulated CPU devices (with several, the launchers turn the
+  compilation cache off themselves: xefm_jax/host.py)."""
   flags = [f for f in env["XLA_FLAGS"].split()
            if not f.startswith("--xla_force_host_platform_device_count")]
   flags.append(f"--xla_force_host_platform_device_count={count}")
-  out = dict(env, XLA_FLAGS=" ".join(flags))
-  if count > 1:
-    out.pop("JAX_COMPILATION_CACHE_DIR", None)
-  return out
+  return dict(env, XLA_FLAGS=" ".join(flags))
 
 
 def launch_module(name: str):

@@ -16,9 +16,10 @@ and TPU it changes nothing that they read.
 - JAX's persistent compilation cache only where a process runs one CPU device in all
   (`restrict_compilation_cache`): an XLA:CPU program with collectives loaded from the cache
   deadlocks in a collective (jax 0.10.2: test_train_step's sharded step on 8 simulated
-  devices, compiled afresh 3 of 3 runs pass, loaded from the cache 5 of 5 stop in a
+  devices, compiled afresh 4 of 4 runs pass, loaded from the cache 7 of 7 stop in a
   collective-permute that 6 of 8 devices reach, and XLA aborts after 40 s), and across a
   gloo job's processes the collectives mismatch. GPU and TPU keep the cache.
+  Reproduce: benchmarks/cached_collectives.py.
 """
 
 from __future__ import annotations
@@ -49,19 +50,13 @@ def configure() -> None:
   jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
-def persistent_cache_is_safe() -> bool:
-  """Whether this process may load programs from JAX's persistent compilation cache: on GPU
-  and TPU always, on CPU only with one device in the whole job (module docstring). Starts
-  the backend: call after `jax.distributed.initialize`."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.default_backend() != "cpu" or jax.device_count() == 1
-
-
 def restrict_compilation_cache() -> bool:
-  """Turns JAX's persistent compilation cache off where it is not safe; returns whether it
-  may be used. Call before the first compilation (JAX decides at the first one)."""
+  """Turns JAX's persistent compilation cache off where it is not safe (CPU with more than
+  one device in the whole job: module docstring); returns whether it may be used. Starts
+  the backend: call after `jax.distributed.initialize` and before the first compilation
+  (JAX decides at the first one)."""
   import jax  # pylint: disable=g-import-not-at-top
-  if persistent_cache_is_safe():
+  if jax.default_backend() != "cpu" or jax.device_count() == 1:
     return True
   jax.config.update("jax_enable_compilation_cache", False)
   return False
