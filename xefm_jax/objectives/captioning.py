@@ -395,7 +395,7 @@ class Captioning(base.Objective):
     rows = sub(heads.supervised_rows(ctx))  # (b,)
     scored = (target != spec.PAD_ID) & rows[:, None]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
-    correct = jnp.argmax(logits, -1) == target
+    correct = heads.top1(logits, target)
     is_word = target < self.layout.vocab_size
     is_label = target >= self.layout.none
     return heads.masked_mean(ce, scored), {

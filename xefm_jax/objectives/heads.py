@@ -55,13 +55,21 @@ def masked_mean(values: Array, mask: Array) -> Array:
   return jnp.sum(values.astype(jnp.float32) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def top1(logits: Array, labels: Array) -> Array:
+  """Whether each label (a valid index) has the largest logit of its row, ties counted as
+  right: argmax's accuracy without argmax, whose index reduction XLA:CPU runs as a slow
+  variadic reduce (the captioning and language accuracies took ~7 ms of the local step)."""
+  picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  return picked >= jnp.max(logits, axis=-1)
+
+
 def classification(logits: Array, labels: Array, mask: Array | bool = True
                    ) -> tuple[Array, Array]:
   """Softmax cross-entropy and accuracy over labels >= 0 (-1: no label) where `mask`."""
   valid = (labels >= 0) & mask
   safe = jnp.where(valid, labels, 0)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
-  correct = (jnp.argmax(logits, -1) == safe).astype(jnp.float32)
+  correct = top1(logits, safe).astype(jnp.float32)
   return masked_mean(ce, valid), masked_mean(correct, valid)
 
 

@@ -203,7 +203,7 @@ class MaskedModeling(base.Objective):
         scored = hidden & weight
         loss = heads.masked_mean(ce, scored)
         metrics["language_accuracy"] = heads.masked_mean(
-            jnp.argmax(logits, -1) == target, scored)
+            heads.top1(logits, target), scored)
       else:
         w = weight.astype(jnp.float32)
         err = jnp.sum(jnp.square(recon[name] - target) * w, -1) / jnp.maximum(
