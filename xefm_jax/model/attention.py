@@ -127,8 +127,15 @@ def _xla(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   if mask is not None:
     logits = jnp.where(mask, logits, -0.7 * jnp.finfo(jnp.float32).max)
-  probs = jax.nn.softmax(logits, axis=-1).astype(k.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+  # softmax with the division after the second product, as flash attention does: the
+  # (B, H, L, L) probabilities are never divided (XLA:CPU materialised the broadcast
+  # denominator at that size for every layer), the (B, L, H, D) output is
+  peak = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  unnormalised = jnp.exp(logits - peak)  # (B, H, Lq, Lk), as jax.nn.softmax
+  total = jnp.einsum("bhqk->bqh", unnormalised)[..., None]  # (B, Lq, H, 1)
+  out = jnp.einsum("bhqk,bkhd->bqhd", unnormalised.astype(k.dtype), v,
+                   preferred_element_type=jnp.float32)
+  return (out / total).astype(v.dtype)
 
 
 def kernel_name(implementation: str | None) -> str:
