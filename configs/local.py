@@ -30,6 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.modalities.depth.update(tubelet=2, patch=8)  # 4 x 4 = 16 tokens
   m.modalities.audio.update(n_mels=32, patch_time=10, patch_freq=16)  # 4 x 2 = 8 tokens
   common.set_stacks(m, scan_layers=False)  # a few layers: a loop compiles as fast
+  # and the heads' two-layer decoders too: a scanned stack's backward fills stacked buffers
+  # (zeros, then copies of them) and runs a while loop, ~20 ms of a ~420 ms step here
+  common.set_head_stacks(c.objectives, scan_layers=False)
   c.mesh = common.mesh_config(data=1, fsdp=-1, tensor=1)
   # The embedded default run (README): with no corpus given, synthesize 24 sessions x 1
   # episode x 15 s (~1-2 min on 2 cores), split 12 / 6 / 6 sessions (six held-out test
@@ -54,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.actions.chunk = 4  # within the 4 future frames (the policy objective)
     m.width = 32
     m.fusion.update(num_layers=2, num_heads=2, mlp_dim=64, scan_layers=True)
+    common.set_head_stacks(c.objectives, scan_layers=True)  # the tests cover scanned stacks
     m.fusion.readouts = ml_collections.ConfigDict({"window": 2, "future": 1})
     common.set_encoders(m, width=16, num_layers=1, num_heads=2, mlp_dim=32)
     m.modalities.video.update(tubelet=2, patch=8)  # 6 x 2 x 4 = 48 tokens
