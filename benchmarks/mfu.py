@@ -5,7 +5,7 @@ in the same run.
                              [--objectives all|procedure,...]
 
 The step is the training step (xefm_jax/train/step.py, every enabled objective, AdamW, EMA,
-NaN guard), compiled ahead of time. Two FLOP counts (train/flops.py): model FLOPs (PaLM's
+NaN guard), compiled ahead of time with the launchers' XLA settings (xefm_jax/host.py). Two FLOP counts (train/flops.py): model FLOPs (PaLM's
 definition: the matmuls of the loss and its gradient, no remat, traced from the config)
 and hardware FLOPs (the compiled program's cost analysis, loops counted). Batches are synthetic (`spec.fake_batch`) and already on the
 device, so this measures the step alone; the data path's cost is the `data_wait_s` of the
@@ -25,10 +25,14 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from xefm_jax import host  # noqa: E402
+
+host.configure()  # the launchers' XLA:CPU settings (none for one device)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
 from configs import local  # noqa: E402
 from xefm_jax.train import loop  # noqa: E402
 from xefm_jax.data import spec as spec_lib  # noqa: E402

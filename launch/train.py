@@ -22,10 +22,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-from xefm_jax import host
-
-host.configure()  # XLA:CPU settings, before the first computation (xefm_jax/host.py)
-
 from absl import flags, logging
 import jax
 
@@ -37,6 +33,7 @@ from data_pipelines import synthesize
 from xefm_jax import config_check
 from xefm_jax import console
 from xefm_jax import errors
+from xefm_jax import host
 from xefm_jax.data import source
 from xefm_jax.train import loop
 
@@ -57,7 +54,14 @@ def _managed_cluster() -> bool:
           or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
 
 
+def _multi_process() -> bool:
+  return bool(_COORDINATOR.value) or _DISTRIBUTED.value == "yes" or (
+      _DISTRIBUTED.value == "auto" and _managed_cluster())
+
+
 def initialize_distributed() -> None:
+  # XLA:CPU settings for several devices or processes, before the backend starts (host.py)
+  host.configure(multi_process=_multi_process())
   # CPU processes need a collectives backend to talk to each other (tests, laptops).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if _COORDINATOR.value:

@@ -1,6 +1,8 @@
-"""XLA:CPU settings for a process that runs several CPU devices (the tests' and the README's
-simulated meshes). Every launcher calls `configure()` before the first computation; on GPU
-and TPU it changes nothing that they read.
+"""XLA:CPU settings for a job of several CPU devices (the tests' simulated meshes, a gloo job
+of several processes). Every launcher calls `configure()` before the first computation; a
+one-device CPU process and GPU and TPU keep XLA's and JAX's defaults (the local config's
+train step ran 10% slower with the scheduler below off: 471, 464, 427 ms against 403, 391
+ms, `benchmarks/mfu.py`, twelfth session).
 
 - The concurrency-optimized scheduler lets the devices of one process start independent
   collectives in different orders; each blocks a worker thread at its rendezvous and the
@@ -29,25 +31,44 @@ import os
 CPU_XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
 
-def xla_flags(existing: str = "") -> str:
-  """`existing` XLA_FLAGS with the CPU settings added where the caller has not set them."""
+def cpu_devices(xla_flags_: str) -> int:
+  """The CPU devices a process started with these XLA_FLAGS runs."""
+  count = 1
+  for flag in xla_flags_.split():
+    if flag.startswith("--xla_force_host_platform_device_count="):
+      count = int(flag.split("=", 1)[1])
+  return count
+
+
+def xla_flags(existing: str = "", *, multi_process: bool = False) -> str:
+  """`existing` XLA_FLAGS with the CPU settings added where the caller has not set them, if
+  the process runs several CPU devices or is one of several processes."""
   flags = existing.split()
+  if cpu_devices(existing) == 1 and not multi_process:
+    return " ".join(flags)
   names = {f.split("=")[0] for f in flags}
   return " ".join(flags + [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in names])
 
 
 def environment(existing_xla_flags: str = "") -> dict[str, str]:
-  """The settings as environment variables: for a process about to start, or this one
-  before it imports jax (jax reads its config from the environment at import)."""
-  return {"XLA_FLAGS": xla_flags(existing_xla_flags), "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
+  """The settings as environment variables for a process about to start with these
+  XLA_FLAGS, or this one before it imports jax (jax reads its config from the environment at
+  import); those of one device only if a later `configure` gives it several."""
+  several = cpu_devices(existing_xla_flags) > 1
+  return {"XLA_FLAGS": xla_flags(existing_xla_flags),
+          "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false" if several else "true"}
 
 
-def configure() -> None:
-  """Set the CPU settings of the module docstring. Call before the first computation (XLA
-  reads XLA_FLAGS when the backend starts, not when jax is imported)."""
-  os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_cpu_enable_async_dispatch", False)
+def configure(*, multi_process: bool = False) -> None:
+  """Set the CPU settings of the module docstring where this process needs them (several
+  CPU devices in XLA_FLAGS, or `multi_process`: it joins a job of several processes). Call
+  before the first computation (XLA reads XLA_FLAGS when the backend starts, not when jax
+  is imported)."""
+  os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""),
+                                      multi_process=multi_process)
+  if cpu_devices(os.environ["XLA_FLAGS"]) > 1 or multi_process:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
 def restrict_compilation_cache() -> bool:
