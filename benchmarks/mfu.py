@@ -5,9 +5,10 @@ in the same run.
                              [--objectives all|procedure,...]
 
 The step is the training step (xefm_jax/train/step.py, every enabled objective, AdamW, EMA,
-NaN guard), compiled ahead of time with the launchers' XLA settings (xefm_jax/host.py). Two FLOP counts (train/flops.py): model FLOPs (PaLM's
-definition: the matmuls of the loss and its gradient, no remat, traced from the config)
-and hardware FLOPs (the compiled program's cost analysis, loops counted). Batches are synthetic (`spec.fake_batch`) and already on the
+NaN guard), compiled ahead of time with the launchers' XLA settings (xefm_jax/host.py). Two
+FLOP counts (train/flops.py): model FLOPs (PaLM's definition: the matmuls of the loss and
+its gradient, no remat, traced from the config) and hardware FLOPs (the compiled program's
+cost analysis, loops counted). Batches are synthetic (`spec.fake_batch`) and already on the
 device, so this measures the step alone; the data path's cost is the `data_wait_s` of the
 training logs. The peak is the best FLOP/s of a jitted 2048^3 matmul chain in the step's
 compute dtype, measured before and after the steps (the better of the two: a busy machine

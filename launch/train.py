@@ -55,6 +55,7 @@ def _managed_cluster() -> bool:
 
 
 def _multi_process() -> bool:
+  """This process joins a job of several: a coordinator is given, or the environment's."""
   return bool(_COORDINATOR.value) or _DISTRIBUTED.value == "yes" or (
       _DISTRIBUTED.value == "auto" and _managed_cluster())
 
@@ -66,7 +67,7 @@ def initialize_distributed() -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif _DISTRIBUTED.value == "yes" or _DISTRIBUTED.value == "auto" and _managed_cluster():
+  elif _multi_process():  # from the environment (srun, a TPU slice)
     jax.distributed.initialize()
   if jax.process_count() > 1:
     # Orbax's barriers as the coordination service's (with timeouts), not as device

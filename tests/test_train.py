@@ -242,10 +242,10 @@ def test_two_processes_train_and_resume_together(shard_corpus, train_env, tmp_pa
   each reads half of every batch. (FSDP across the processes aborted with a "collective
   mismatch" in 2 of 3 runs on 2026-12-06, with the cache off already, and the test ran data
   parallel since; at c709ab9 it passed in 11 of 11 runs; the earlier cause is not known,
-  NOTES.md.) One objective only (forecasting: trained on every window, so its loss and gradient are never
-  zero, unlike the caption-blind-gated heads), on the motion-side model (MOTION): the point
-  is the processes, and each compiles its step (no persistent cache across gloo
-  processes). Its losses equal a one-process, one-device run's on the same global batch (no
+  NOTES.md.) One objective only (forecasting: trained on every window, so its loss and
+  gradient are never zero, unlike the caption-blind-gated heads), on the motion-side model
+  (MOTION): the point is the processes, and each compiles its step (no persistent cache
+  across gloo processes). Its losses equal a one-process, one-device run's on the same global batch (no
   per-window randomness, so which process reads a window does not matter; the sums differ
   in order)."""
   env = train_env

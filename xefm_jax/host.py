@@ -40,11 +40,17 @@ def cpu_devices(xla_flags_: str) -> int:
   return count
 
 
+def needs_settings(xla_flags_: str, multi_process: bool = False) -> bool:
+  """Whether a process started with these XLA_FLAGS gets the settings: it runs several CPU
+  devices or is one of several processes."""
+  return cpu_devices(xla_flags_) > 1 or multi_process
+
+
 def xla_flags(existing: str = "", *, multi_process: bool = False) -> str:
   """`existing` XLA_FLAGS with the CPU settings added where the caller has not set them, if
-  the process runs several CPU devices or is one of several processes."""
+  the process `needs_settings`."""
   flags = existing.split()
-  if cpu_devices(existing) == 1 and not multi_process:
+  if not needs_settings(existing, multi_process):
     return " ".join(flags)
   names = {f.split("=")[0] for f in flags}
   return " ".join(flags + [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in names])
@@ -54,19 +60,19 @@ def environment(existing_xla_flags: str = "") -> dict[str, str]:
   """The settings as environment variables for a process about to start with these
   XLA_FLAGS, or this one before it imports jax (jax reads its config from the environment at
   import); those of one device only if a later `configure` gives it several."""
-  several = cpu_devices(existing_xla_flags) > 1
+  several = needs_settings(existing_xla_flags)
   return {"XLA_FLAGS": xla_flags(existing_xla_flags),
           "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false" if several else "true"}
 
 
 def configure(*, multi_process: bool = False) -> None:
-  """Set the CPU settings of the module docstring where this process needs them (several
-  CPU devices in XLA_FLAGS, or `multi_process`: it joins a job of several processes). Call
-  before the first computation (XLA reads XLA_FLAGS when the backend starts, not when jax
-  is imported)."""
-  os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""),
-                                      multi_process=multi_process)
-  if cpu_devices(os.environ["XLA_FLAGS"]) > 1 or multi_process:
+  """Set the CPU settings of the module docstring where this process `needs_settings`
+  (several CPU devices in XLA_FLAGS, or `multi_process`: it joins a job of several
+  processes). Call before the first computation (XLA reads XLA_FLAGS when the backend
+  starts, not when jax is imported)."""
+  existing = os.environ.get("XLA_FLAGS", "")
+  os.environ["XLA_FLAGS"] = xla_flags(existing, multi_process=multi_process)
+  if needs_settings(existing, multi_process):
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update("jax_cpu_enable_async_dispatch", False)
 
